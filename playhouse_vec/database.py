@@ -1,0 +1,128 @@
+"""
+Loading sqlite-vec into the connections of a Peewee database.
+
+Every connection a Peewee ``SqliteDatabase`` (plain, pooled, queued, or the
+Peewee 3 ``SqliteExtDatabase``) opens gets sqlite-vec through one helper,
+:func:`register_database`. Models that use this library call it for you when
+they are bound to a database, so most programs never call it themselves::
+
+    db = SqliteDatabase('notes.db')
+    register_database(db)       # optional: VecModel / VectorField do it
+    db.connect()
+    db.execute_sql('select vec_version()').fetchone()
+
+Extension loading is switched off again once sqlite-vec is in, so SQL cannot
+call ``load_extension()`` afterwards.
+"""
+import threading
+
+from peewee import ImproperlyConfigured
+from peewee import Proxy
+from peewee import SqliteDatabase
+import sqlite_vec
+
+
+MIN_SQLITE_VERSION = (3, 38, 0)
+
+_lock = threading.Lock()
+_loaded_library = None  # The one SQLite library sqlite-vec went into.
+
+NO_EXTENSION_LOADING = (
+    'The SQLite driver in use (%s, SQLite %s) cannot load extensions, so '
+    'sqlite-vec cannot be loaded. Fix: install playhouse_vec with pip on '
+    'Linux x86_64, which brings pysqlite3-binary (a driver that bundles '
+    'SQLite and that Peewee picks up by itself), or "pip install '
+    'pysqlite3-binary"; elsewhere, use a Python whose sqlite3 module can '
+    'load extensions (python.org on Windows, Homebrew, uv-managed Python, '
+    'Debian/Ubuntu python3, the Docker python images, or pyenv with '
+    'PYTHON_CONFIGURE_OPTS="--enable-loadable-sqlite-extensions").')
+
+
+def _library_of(conn):
+    # The C type the connection comes from, e.g. "sqlite3.Connection" or
+    # "pysqlite3.dbapi2.Connection": one per SQLite library in the process.
+    for klass in type(conn).__mro__:
+        if klass.__module__ not in (None, 'builtins'):
+            base = klass
+    return '%s.%s' % (base.__module__, base.__name__)
+
+
+def load_sqlite_vec(conn):
+    """Load sqlite-vec into one DB-API connection, then forbid loading."""
+    global _loaded_library
+    library = _library_of(conn)
+    if not hasattr(conn, 'enable_load_extension'):
+        version = conn.execute('select sqlite_version()').fetchone()[0]
+        raise ImproperlyConfigured(NO_EXTENSION_LOADING % (library, version))
+    with _lock:
+        if _loaded_library is not None and _loaded_library != library:
+            raise ImproperlyConfigured(
+                'sqlite-vec is already loaded into %s in this process; '
+                'loading it into a second SQLite library (%s) crashes the '
+                'process. Use one driver for every database that needs '
+                'sqlite-vec.' % (_loaded_library, library))
+        conn.enable_load_extension(True)
+        try:
+            sqlite_vec.load(conn)
+        finally:
+            conn.enable_load_extension(False)
+        _loaded_library = library
+
+
+def check_sqlite_version(database):
+    """Raise ImproperlyConfigured if the driver's SQLite is too old."""
+    version = database.server_version
+    if version < MIN_SQLITE_VERSION:
+        raise ImproperlyConfigured(
+            'playhouse_vec needs SQLite %s or newer, but the driver in use '
+            'has %s. Install pysqlite3-binary or use a newer Python.' % (
+                '.'.join(map(str, MIN_SQLITE_VERSION)),
+                '.'.join(map(str, version))))
+
+
+def register_database(database):
+    """
+    Make every connection of ``database`` load sqlite-vec. Idempotent.
+
+    Works with any ``SqliteDatabase`` subclass (pools, ``SqliteQueueDatabase``,
+    ``SqliteExtDatabase``) and with a ``DatabaseProxy`` (registered once it
+    is initialized). Already-open connections get sqlite-vec at once, and
+    idle pooled connections, opened without it, are closed.
+    """
+    if isinstance(database, Proxy):
+        if database.obj is None:
+            database.attach_callback(register_database)
+            return database
+        database = database.obj
+    if database is None or getattr(database, '_vec_registered', False):
+        return database
+    if not isinstance(database, SqliteDatabase):
+        raise ImproperlyConfigured(
+            'playhouse_vec needs a SQLite database, got %s.'
+            % type(database).__name__)
+    check_sqlite_version(database)
+
+    add_conn_hooks = database._add_conn_hooks
+
+    def _add_conn_hooks(conn):
+        add_conn_hooks(conn)
+        load_sqlite_vec(conn)
+
+    # Peewee has no public per-connection hook; wrapping the instance's
+    # own hook keeps the user's database class and settings untouched.
+    database._add_conn_hooks = _add_conn_hooks
+    database._vec_registered = True
+
+    if hasattr(database, 'close_idle'):
+        database.close_idle()
+    if not database.is_closed() and not _has_sqlite_vec(database):
+        load_sqlite_vec(database.connection())
+    return database
+
+
+def _has_sqlite_vec(database):
+    try:
+        database.connection().execute('select vec_version()')
+    except Exception:
+        return False
+    return True

@@ -1,0 +1,257 @@
+"""
+VectorField: float32, int8 and bit vectors stored as compact BLOBs.
+
+On an ordinary table the field is a BLOB column and offers exact search
+in plain SQL through the pgvector-style distance methods::
+
+    class Doc(Model):
+        embedding = VectorField(384, metric='cosine')
+
+    Doc.select().order_by(Doc.embedding.cosine_distance(q)).limit(5)
+
+On a :class:`VecModel` the same field declares a vec0 vector column.
+"""
+import numbers
+
+import numpy as np
+from peewee import Field
+from peewee import Node
+from peewee import Value
+from peewee import fn
+
+from playhouse_vec.database import register_database
+
+
+METRICS = {
+    'l2': fn.vec_distance_l2,
+    'cosine': fn.vec_distance_cosine,
+    'l1': fn.vec_distance_l1,
+    'hamming': fn.vec_distance_hamming,
+}
+
+
+class ElementType(object):
+    """How one vector element type is checked, packed and read back."""
+    def __init__(self, name, constructor, metrics, default_metric):
+        self.name = name
+        self.constructor = constructor  # SQL function that tags the BLOB.
+        self.metrics = metrics
+        self.default_metric = default_metric
+
+    def nbytes(self, dimensions):
+        return dimensions * 4 if self.name == 'float32' else (
+            dimensions if self.name == 'int8' else dimensions // 8)
+
+    def pack(self, array, field):
+        raise NotImplementedError
+
+    def unpack(self, blob, dimensions):
+        raise NotImplementedError
+
+    def typed(self, node):
+        """Wrap a BLOB so sqlite-vec reads it as this element type."""
+        return self.constructor(node) if self.constructor else node
+
+
+class Float32(ElementType):
+    def pack(self, array, field):
+        if array.dtype.kind not in 'fiu':
+            raise field.error('has elements of type %s; expected numbers'
+                              % array.dtype)
+        with np.errstate(over='ignore', invalid='ignore'):
+            array = array.astype('<f4')
+        if not np.isfinite(array).all():
+            raise field.error('contains NaN or infinity (after conversion '
+                              'to float32); every element must be finite')
+        return array.tobytes()
+
+    def check_bytes(self, blob, field):
+        self.pack(np.frombuffer(blob, '<f4'), field)
+
+    def unpack(self, blob, dimensions):
+        return np.frombuffer(blob, '<f4').copy()
+
+
+class Int8(ElementType):
+    def pack(self, array, field):
+        if array.dtype.kind == 'f':
+            if not np.isfinite(array).all() or (array != np.round(array)).any():
+                raise field.error(
+                    'has non-integer values; an int8 vector holds integers '
+                    'in [-128, 127]. Quantize first, e.g. '
+                    'np.round(x * 127 / np.abs(x).max())')
+        elif array.dtype.kind not in 'iub':
+            raise field.error('has elements of type %s; expected integers'
+                              % array.dtype)
+        if array.size and (array.min() < -128 or array.max() > 127):
+            raise field.error('has values outside the int8 range '
+                              '[-128, 127]')
+        return array.astype(np.int8).tobytes()
+
+    def check_bytes(self, blob, field):
+        pass
+
+    def unpack(self, blob, dimensions):
+        return np.frombuffer(blob, np.int8).copy()
+
+
+class Bit(ElementType):
+    def pack(self, array, field):
+        if array.dtype.kind not in 'biuf' or not np.isin(array, (0, 1)).all():
+            raise field.error('must hold only 0/1 or booleans (one element '
+                              'per bit)')
+        return np.packbits(array.astype(bool), bitorder='little').tobytes()
+
+    def check_bytes(self, blob, field):
+        pass
+
+    def unpack(self, blob, dimensions):
+        bits = np.unpackbits(np.frombuffer(blob, np.uint8), bitorder='little')
+        return bits[:dimensions].astype(bool)
+
+
+ELEMENT_TYPES = {
+    'float32': Float32('float32', None, ('l2', 'cosine', 'l1'), 'l2'),
+    'int8': Int8('int8', fn.vec_int8, ('l2', 'cosine', 'l1'), 'l2'),
+    'bit': Bit('bit', fn.vec_bit, ('hamming',), 'hamming'),
+}
+
+
+class VectorField(Field):
+    """
+    A fixed-size vector column.
+
+    :param dimensions: number of elements (1 to 8192; a multiple of 8 for
+        ``bit``).
+    :param metric: ``'l2'`` (default), ``'cosine'`` or ``'l1'`` for float32
+        and int8; bit vectors always use ``'hamming'``.
+    :param element_type: ``'float32'`` (default), ``'int8'`` or ``'bit'``.
+
+    Values may be lists, tuples, numpy arrays (float64 is converted to
+    float32, never reinterpreted) or packed bytes; reads return numpy arrays
+    (float32, int8, or bool for bit vectors)::
+
+        embedding = VectorField(768, metric='cosine')
+        Doc.create(embedding=[0.1] * 768)
+        Doc.select().order_by(Doc.embedding.distance(q)).limit(10)
+    """
+    field_type = 'BLOB'
+
+    def __init__(self, dimensions, metric=None, element_type='float32',
+                 *args, **kwargs):
+        if element_type not in ELEMENT_TYPES:
+            raise ValueError('element_type must be one of %s, got %r.' % (
+                ', '.join(sorted(ELEMENT_TYPES)), element_type))
+        self.element_type = ELEMENT_TYPES[element_type]
+        if not isinstance(dimensions, numbers.Integral) or \
+                not 1 <= dimensions <= 8192:
+            raise ValueError('dimensions must be an integer from 1 to 8192, '
+                             'got %r.' % (dimensions,))
+        if element_type == 'bit' and dimensions % 8:
+            raise ValueError('bit vectors need a multiple of 8 dimensions, '
+                             'got %d.' % dimensions)
+        metric = metric or self.element_type.default_metric
+        if metric not in self.element_type.metrics:
+            raise ValueError('metric %r is not available for %s vectors; '
+                             'choose one of %s.' % (
+                                 metric, element_type,
+                                 ', '.join(self.element_type.metrics)))
+        self.dimensions = int(dimensions)
+        self.metric = metric
+        super(VectorField, self).__init__(*args, **kwargs)
+
+    def bind(self, model, name, set_attribute=True):
+        super(VectorField, self).bind(model, name, set_attribute)
+        register_database(model._meta.database)
+
+    def error(self, message):
+        return ValueError('%s %s.' % (self._label(), message))
+
+    def _label(self):
+        if getattr(self, 'model', None) is not None:
+            return 'Vector for %s.%s' % (self.model.__name__, self.name)
+        return 'Vector'
+
+    def to_bytes(self, value):
+        """Validate a vector and pack it as the BLOB sqlite-vec expects."""
+        etype = self.element_type
+        if isinstance(value, (bytes, bytearray, memoryview)):
+            blob = bytes(value)
+            expected = etype.nbytes(self.dimensions)
+            if len(blob) != expected:
+                hint = ''
+                if etype.name == 'float32' and len(blob) == 2 * expected:
+                    hint = ' (float64 bytes? pass the numpy array instead)'
+                raise self.error('has %d bytes, expected %d for %d %s '
+                                 'elements%s' % (len(blob), expected,
+                                                 self.dimensions, etype.name,
+                                                 hint))
+            etype.check_bytes(blob, self)
+            return blob
+        if isinstance(value, str) or value is None:
+            raise self.error('must be a list, tuple, numpy array or bytes, '
+                             'got %s' % type(value).__name__)
+        try:
+            array = np.asarray(value)
+        except (TypeError, ValueError) as exc:
+            raise self.error('could not be read as an array (%s)' % exc)
+        if array.ndim != 1:
+            raise self.error('must be one-dimensional, got shape %s'
+                             % (array.shape,))
+        if array.shape[0] != self.dimensions:
+            raise self.error('has %d dimensions, expected %d' % (
+                array.shape[0], self.dimensions))
+        return etype.pack(array, self)
+
+    def db_value(self, value):
+        if value is None or isinstance(value, Node):
+            return value
+        blob = self.to_bytes(value)
+        # vec0 reads untagged BLOBs as float32, so int8 and bit values
+        # written to a vec0 table are wrapped in vec_int8() / vec_bit().
+        if getattr(self.model, '_is_vec_model', False):
+            return self.element_type.typed(Value(blob, unpack=False))
+        return blob
+
+    def python_value(self, value):
+        if value is None or isinstance(value, np.ndarray):
+            return value
+        return self.element_type.unpack(bytes(value), self.dimensions)
+
+    def sql_value(self, value):
+        """A query vector as a SQL value tagged with this element type."""
+        if isinstance(value, Node):
+            return value
+        return self.element_type.typed(Value(self.to_bytes(value),
+                                             unpack=False))
+
+    def _distance(self, metric, value):
+        if metric not in self.element_type.metrics:
+            raise ValueError('%s distance is not available for %s vectors '
+                             '(%s.%s); use %s.' % (
+                                 metric, self.element_type.name,
+                                 self.model.__name__, self.name,
+                                 ' or '.join(self.element_type.metrics)))
+        register_database(self.model._meta.database)
+        return METRICS[metric](self.element_type.typed(self),
+                               self.sql_value(value))
+
+    def distance(self, value):
+        """Distance to ``value`` with the field's own metric."""
+        return self._distance(self.metric, value)
+
+    def l2_distance(self, value):
+        """Euclidean distance to ``value``."""
+        return self._distance('l2', value)
+
+    def cosine_distance(self, value):
+        """Cosine distance (1 - cosine similarity) to ``value``."""
+        return self._distance('cosine', value)
+
+    def l1_distance(self, value):
+        """Manhattan distance to ``value``."""
+        return self._distance('l1', value)
+
+    def hamming_distance(self, value):
+        """Number of differing bits (bit vectors)."""
+        return self._distance('hamming', value)

@@ -1,0 +1,441 @@
+"""
+VecModel: a Peewee model backed by a sqlite-vec ``vec0`` virtual table.
+
+::
+
+    class NoteVec(VecModel):
+        embedding = VectorField(768, metric='cosine')
+        course = TextField()                  # metadata, filterable in KNN
+        user_id = IntegerField()              # partition key (see Meta)
+        title = TextField()                   # auxiliary (see Meta)
+
+        class Meta:
+            database = db
+            content = Note                    # rowid = Note.id
+            partition_keys = ('user_id',)
+            auxiliary_columns = ('title',)
+
+    db.create_tables([NoteVec])
+    NoteVec.insert(rowid=1, embedding=v, course='ml', user_id=1,
+                   title='Intro').execute()
+    for row in NoteVec.knn(q, k=10).where(NoteVec.course == 'ml'):
+        print(row.rowid, row.distance)
+"""
+import numbers
+import re
+
+import numpy as np
+from peewee import Field
+from peewee import FloatField
+from peewee import ImproperlyConfigured
+from peewee import IntegerField
+from peewee import Metadata
+from peewee import ModelInsert
+from peewee import Node
+from peewee import VirtualField
+from playhouse.sqlite_ext import RowIDField
+from playhouse.sqlite_ext import VirtualModel
+from playhouse.sqlite_ext import VirtualTableSchemaManager
+
+from playhouse_vec.database import register_database
+from playhouse_vec.fields import VectorField
+from playhouse_vec.query import KNNSelect
+
+
+IDENTIFIER = re.compile(r'^[A-Za-z_][A-Za-z0-9_]*$')
+RESERVED = ('distance', 'k', 'rowid')
+COLUMN_TYPES = {
+    'integer': ('INT', 'INTEGER', 'BIGINT', 'SMALLINT', 'AUTO', 'BIGAUTO'),
+    'float': ('FLOAT', 'DOUBLE', 'REAL'),
+    'boolean': ('BOOL', 'BOOLEAN'),
+    'text': ('TEXT', 'VARCHAR', 'CHAR'),
+    'blob': ('BLOB',),
+}
+ALLOWED_TYPES = {
+    'primary key': ('integer', 'text'),
+    'metadata': ('integer', 'float', 'boolean', 'text'),
+    'partition key': ('integer', 'text'),
+    'auxiliary': ('integer', 'float', 'text', 'blob'),
+}
+LIMITS = {'vector': 16, 'metadata': 16, 'auxiliary': 16, 'partition key': 4}
+
+
+class VecColumn(object):
+    """One column of a vec0 table: its field, role and vec0 type."""
+    def __init__(self, field, role, vtype=None):
+        self.field = field
+        self.role = role
+        self.vtype = vtype
+
+    def ddl(self):
+        name = self.field.column_name
+        if self.role == 'vector':
+            field = self.field
+            parts = ['%s %s[%d]' % (name, field.element_type.name.replace(
+                'float32', 'float'), field.dimensions)]
+            if field.element_type.name != 'bit':
+                parts.append('distance_metric=%s' % field.metric)
+            return ' '.join(parts)
+        elif self.role == 'auxiliary':
+            return '+%s %s' % (name, self.vtype)
+        elif self.role == 'metadata':
+            return '%s %s' % (name, self.vtype)
+        return '%s %s %s' % (name, self.vtype, self.role)
+
+    def check(self, value):
+        """Raise ValueError if ``value`` cannot be written to this column."""
+        field = self.field
+        if isinstance(value, Node):
+            return value
+        if self.role == 'vector':
+            if value is None:
+                raise ValueError('%s.%s is a vector column and cannot be '
+                                 'NULL.' % (field.model.__name__, field.name))
+            field.to_bytes(value)
+            return value
+        if value is None:
+            if self.role in ('auxiliary', 'primary key') and \
+                    (self.role == 'auxiliary' or self.vtype == 'integer'):
+                return value
+            raise ValueError(
+                '%s.%s is a %s column of a vec0 table and cannot be NULL '
+                '(sqlite-vec rejects NULL there); give every row a value.'
+                % (field.model.__name__, field.name, self.role))
+        if self.vtype and not TYPE_CHECKS[self.vtype](value):
+            raise ValueError('%s.%s expects %s, got %r (%s).' % (
+                field.model.__name__, field.name, TYPE_NAMES[self.vtype],
+                value, type(value).__name__))
+        return value
+
+
+def _is_boolean(value):
+    return isinstance(value, (bool, np.bool_)) or (
+        isinstance(value, numbers.Integral) and value in (0, 1))
+
+
+TYPE_CHECKS = {
+    'integer': lambda v: isinstance(v, numbers.Integral),
+    'float': lambda v: isinstance(v, numbers.Real) and not isinstance(
+        v, (bool, np.bool_)) and np.isfinite(v),
+    'boolean': _is_boolean,
+    'text': lambda v: isinstance(v, str),
+    'blob': lambda v: isinstance(v, (bytes, bytearray, memoryview)),
+}
+TYPE_NAMES = {'integer': 'an integer', 'float': 'a finite number',
+              'boolean': 'a boolean', 'text': 'a string',
+              'blob': 'bytes'}
+
+
+class VecTable(object):
+    """The vec0 layout of a VecModel, validated once at class creation."""
+    def __init__(self, model):
+        self.model = model
+        meta = model._meta
+        name = model.__name__
+        self.columns = {}
+        partition_keys = tuple(getattr(meta, 'partition_keys', None) or ())
+        auxiliary = tuple(getattr(meta, 'auxiliary_columns', None) or ())
+        for option, names in (('partition_keys', partition_keys),
+                              ('auxiliary_columns', auxiliary)):
+            for field_name in names:
+                if field_name not in meta.fields:
+                    raise ImproperlyConfigured(
+                        '%s.Meta.%s names %r, which is not a field of %s.'
+                        % (name, option, field_name, name))
+        counts = {}
+        for field in meta.sorted_fields:
+            if isinstance(field, RowIDField):
+                self.columns[field] = VecColumn(field, 'rowid', 'integer')
+                continue
+            column = field.column_name
+            if not IDENTIFIER.match(column):
+                raise ImproperlyConfigured(
+                    '%s.%s: vec0 needs bare column names (letters, digits '
+                    'and underscores, not starting with a digit); rename '
+                    'column %r.' % (name, field.name, column))
+            if column.lower() in RESERVED:
+                raise ImproperlyConfigured(
+                    '%s.%s: %r is reserved in vec0 tables (a hidden column); '
+                    'choose another name.' % (name, field.name, column))
+            if isinstance(field, VectorField):
+                role = 'vector'
+            elif field.primary_key:
+                role = 'primary key'
+            elif field.name in partition_keys:
+                role = 'partition key'
+            elif field.name in auxiliary:
+                role = 'auxiliary'
+            else:
+                role = 'metadata'
+            vtype = None
+            if role != 'vector':
+                vtype = self._vec0_type(field, role)
+            if role == 'metadata' and field.null:
+                raise ImproperlyConfigured(
+                    '%s.%s: vec0 metadata columns cannot hold NULL; drop '
+                    'null=True, or list it in Meta.auxiliary_columns (not '
+                    'filterable in KNN).' % (name, field.name))
+            counts[role] = counts.get(role, 0) + 1
+            self.columns[field] = VecColumn(field, role, vtype)
+        for role, limit in LIMITS.items():
+            if counts.get(role, 0) > limit:
+                raise ImproperlyConfigured(
+                    '%s has %d %s columns; vec0 allows at most %d.' % (
+                        name, counts[role], role, limit))
+        self.vectors = [c.field for c in self.columns.values()
+                        if c.role == 'vector']
+        if not self.vectors:
+            raise ImproperlyConfigured(
+                '%s needs at least one VectorField.' % name)
+        self.chunk_size = self._chunk_size(getattr(meta, 'chunk_size', None))
+
+    def _vec0_type(self, field, role):
+        for vtype, field_types in COLUMN_TYPES.items():
+            if str(field.field_type).upper() in field_types:
+                if vtype in ALLOWED_TYPES[role]:
+                    return vtype
+                break
+        raise ImproperlyConfigured(
+            '%s.%s (%s) cannot be a vec0 %s column; allowed types: %s.' % (
+                self.model.__name__, field.name, type(field).__name__, role,
+                ', '.join(ALLOWED_TYPES[role])))
+
+    def _chunk_size(self, chunk_size):
+        if chunk_size is None:
+            # Each insert rewrites part of a chunk_size x vector-bytes BLOB;
+            # keep that near 1 MiB so inserts stay fast (4x at 768-d).
+            largest = max(f.element_type.nbytes(f.dimensions)
+                          for f in self.vectors)
+            chunk_size = 1024
+            while chunk_size > 64 and chunk_size * largest > 1 << 20:
+                chunk_size //= 2
+            return chunk_size
+        if not isinstance(chunk_size, numbers.Integral) or chunk_size <= 0 \
+                or chunk_size % 8 or chunk_size > 4096:
+            raise ImproperlyConfigured(
+                '%s.Meta.chunk_size must be a positive multiple of 8 up to '
+                '4096, got %r.' % (self.model.__name__, chunk_size))
+        return int(chunk_size)
+
+    def ddl(self):
+        columns = [c.ddl() for c in self.columns.values() if c.role != 'rowid']
+        columns.append('chunk_size=%d' % self.chunk_size)
+        return ', '.join(columns)
+
+    def role(self, field):
+        column = self.columns.get(field)
+        return column.role if column else None
+
+    def check_row(self, row):
+        """Validate a {field: value} row for an INSERT; fill defaults."""
+        for field, column in self.columns.items():
+            if field not in row:
+                if field.default is not None:
+                    row[field] = (field.default() if callable(field.default)
+                                  else field.default)
+                elif column.role in ('rowid', 'auxiliary') or (
+                        column.role == 'primary key' and
+                        column.vtype == 'integer'):
+                    continue
+                else:
+                    raise ValueError(
+                        'Missing value for %s.%s: every row of a vec0 table '
+                        'needs its %s column.' % (self.model.__name__,
+                                                  field.name, column.role))
+            column.check(row[field])
+        return row
+
+    def check_update(self, data):
+        for field, value in data.items():
+            column = self.columns[field]
+            if column.role in ('rowid', 'primary key', 'partition key'):
+                raise ValueError(
+                    'vec0 cannot UPDATE %s.%s (a %s). Replace the row '
+                    'instead: set the value on the instance and call save(), '
+                    'or use %s.replace(...).' % (
+                        self.model.__name__, field.name, column.role,
+                        self.model.__name__))
+            column.check(value)
+        return data
+
+
+class VecSchemaManager(VirtualTableSchemaManager):
+    """Writes vec0 DDL: bare names, vec0 types and roles, chunk_size."""
+    def _create_virtual_table(self, safe=True, **options):
+        ctx = self._create_context()
+        ctx.literal('CREATE VIRTUAL TABLE ')
+        if safe:
+            ctx.literal('IF NOT EXISTS ')
+        # Every name in the column list was checked against IDENTIFIER.
+        return (ctx
+                .sql(self.model)
+                .literal(' USING vec0 (%s)' % self.model._vec.ddl()))
+
+
+class VecMetadata(Metadata):
+    def set_database(self, database):
+        super(VecMetadata, self).set_database(database)
+        register_database(database)
+
+
+class VecInsert(ModelInsert):
+    """An INSERT into a vec0 table: validated rows, run atomically."""
+    _replace = False
+
+    def on_conflict(self, *args, **kwargs):
+        raise ValueError(
+            'vec0 tables have no upsert (ON CONFLICT / OR REPLACE / OR '
+            'IGNORE); use %s.replace(...) / replace_many(...) or save(), '
+            'which delete and insert in one transaction.'
+            % self.model.__name__)
+
+    on_conflict_ignore = on_conflict_replace = on_conflict
+
+    def _execute(self, database):
+        with database.atomic():
+            if self._replace:
+                self._delete_existing()
+            return super(VecInsert, self)._execute(database)
+
+    def _delete_existing(self):
+        pk = self.model._meta.primary_key
+        keys = [row[pk] for row in self._insert if row.get(pk) is not None]
+        for i in range(0, len(keys), 500):
+            (self.model
+             .delete()
+             .where(pk.in_(keys[i:i + 500]))
+             .execute())
+
+
+class VecModel(VirtualModel):
+    """
+    A sqlite-vec ``vec0`` table as a Peewee model.
+
+    Fields: one or more :class:`VectorField`; integer, float, boolean and
+    text fields become metadata columns (filterable inside the KNN search).
+    The primary key is ``rowid`` unless an integer or text primary key is
+    declared. ``Meta`` options: ``partition_keys``, ``auxiliary_columns``
+    (stored, returned, not filterable in KNN), ``chunk_size`` and
+    ``content`` (the model whose primary key the rowid mirrors; filters on
+    it are applied before the top-k).
+
+    Rows come back from :meth:`knn` with a ``distance`` attribute.
+    """
+    distance = VirtualField(FloatField)
+    k = VirtualField(IntegerField)
+    _is_vec_model = True
+
+    class Meta:
+        extension_module = 'vec0'
+        schema_manager_class = VecSchemaManager
+        model_metadata_class = VecMetadata
+        partition_keys = ()
+        auxiliary_columns = ()
+        chunk_size = None
+        content = None
+
+    @classmethod
+    def validate_model(cls):
+        if cls.__name__ == 'VecModel' and cls.__module__ == __name__:
+            return
+        if cls._meta.primary_key is False:
+            cls._meta.set_primary_key('rowid', RowIDField())
+        cls._vec = VecTable(cls)
+        register_database(cls._meta.database)
+
+    @classmethod
+    def knn(cls, vector, k=None, field=None):
+        """
+        The ``k`` nearest rows to ``vector``, nearest first, each with
+        ``.distance``. Compose with ``.where()``, ``.join()``, ``.limit()``,
+        ``.get()``; filters never make it return fewer than ``k`` rows when
+        ``k`` rows match. ``k`` defaults to the query's LIMIT + OFFSET, else
+        10::
+
+            NoteVec.knn(q, k=5).where(NoteVec.course == 'ml')
+        """
+        if field is None:
+            if len(cls._vec.vectors) > 1:
+                raise ValueError(
+                    '%s has several vector columns; pass field=, e.g. '
+                    'knn(q, field=%s.%s).' % (cls.__name__, cls.__name__,
+                                              cls._vec.vectors[0].name))
+            field = cls._vec.vectors[0]
+        elif cls._vec.role(field) != 'vector':
+            raise ValueError('%r is not a vector column of %s.' % (
+                field, cls.__name__))
+        return KNNSelect(cls, field, vector, k)
+
+    @classmethod
+    def _rows(cls, rows, fields=None):
+        fields = [cls._meta.fields[f] if isinstance(f, str) else f
+                  for f in fields] if fields else None
+        for row in rows:
+            if isinstance(row, dict):
+                data = {}
+                for key, value in row.items():
+                    field = key
+                    if isinstance(key, str):
+                        field = cls._meta.combined.get(key)
+                    if not isinstance(field, Field) or \
+                            field not in cls._vec.columns:
+                        raise ValueError('%s has no column %r.' % (
+                            cls.__name__, key))
+                    data[field] = value
+            else:
+                columns = fields or (cls._meta.sorted_fields[1:]
+                                     if cls._meta.auto_increment
+                                     else cls._meta.sorted_fields)
+                if len(row) != len(columns):
+                    raise ValueError(
+                        'A %s row has %d values for %d columns (%s); pass '
+                        'fields= or dicts.' % (
+                            cls.__name__, len(row), len(columns),
+                            ', '.join(f.name for f in columns)))
+                data = dict(zip(columns, row))
+            yield cls._vec.check_row(data)
+
+    @classmethod
+    def insert(cls, __data=None, **insert):
+        row = cls._normalize_data(__data, insert)
+        return VecInsert(cls, next(cls._rows([row])))
+
+    @classmethod
+    def insert_many(cls, rows, fields=None):
+        return VecInsert(cls, insert=list(cls._rows(rows, fields)))
+
+    @classmethod
+    def replace(cls, __data=None, **insert):
+        """Insert a row, first deleting any row with the same key."""
+        query = cls.insert(__data, **insert)
+        query._replace = True
+        return query
+
+    @classmethod
+    def replace_many(cls, rows, fields=None):
+        """Insert rows, first deleting rows with the same keys."""
+        query = cls.insert_many(rows, fields)
+        query._replace = True
+        return query
+
+    @classmethod
+    def update(cls, __data=None, **update):
+        data = cls._normalize_data(__data, update)
+        data = dict((cls._meta.combined[k] if isinstance(k, str) else k, v)
+                    for k, v in data.items())
+        return super(VecModel, cls).update(cls._vec.check_update(data))
+
+    def save(self, force_insert=False, only=None):
+        """Insert, or replace the stored row with the same key."""
+        if only is not None and not force_insert and self._pk is not None:
+            return super(VecModel, self).save(only=only)
+        data = dict((name, value) for name, value in self.__data__.items()
+                    if name in self._meta.fields)
+        if self._pk is None or force_insert:
+            key = type(self).insert(**data).execute()
+            if self._pk is None:
+                self._pk = key
+        else:
+            type(self).replace(**data).execute()
+        self._dirty.clear()
+        return 1

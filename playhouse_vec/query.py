@@ -1,0 +1,378 @@
+"""
+KNNSelect: the k-nearest-neighbour query of a VecModel.
+
+All the SQL shapes the KNN search needs live here. A KNN query is compiled
+at execution time into one of two forms:
+
+* **vec0 KNN**: ``embedding MATCH ? AND k = ?`` plus the filters vec0
+  evaluates *inside* the search (metadata comparisons, IN on integer/text
+  metadata, partition keys, rowid IN, distance ranges). Every other filter
+  is turned into a ``rowid IN (subquery)`` pre-filter, so the search never
+  returns fewer than k rows because a filter was applied after the top-k.
+* **exact scan** (k above vec0's limit of 4096): ``ORDER BY
+  vec_distance_*(embedding, ?) LIMIT k``, where SQLite applies every filter.
+
+LIMIT/OFFSET (also from ``.get()``, ``.first()``, ``.paginate()``) are
+applied outside a MATERIALIZED CTE, because vec0 rejects a LIMIT next to
+``k = ?`` on SQLite >= 3.41.
+"""
+import json
+import numbers
+import operator
+from functools import reduce
+
+from peewee import Column
+from peewee import Expression
+from peewee import Field
+from peewee import Function
+from peewee import ModelSelect
+from peewee import Negated
+from peewee import Node
+from peewee import NodeList
+from peewee import OP
+from peewee import Ordering
+from peewee import SQL
+from peewee import Select
+from peewee import SelectQuery
+from peewee import Value
+from peewee import WrappedNode
+from peewee import fn
+
+
+K_MAX = 4096  # SQLITE_VEC_VEC0_K_MAX in sqlite-vec 0.1.9.
+DEFAULT_K = 10
+COMPARISONS = (OP.EQ, OP.NE, OP.LT, OP.LTE, OP.GT, OP.GTE)
+RANGES = (OP.LT, OP.LTE, OP.GT, OP.GTE)
+# Filters vec0 applies inside the KNN, by column role and vec0 type.
+NATIVE_OPS = {
+    ('metadata', 'integer'): COMPARISONS + (OP.IN,),
+    ('metadata', 'float'): COMPARISONS,
+    ('metadata', 'boolean'): (OP.EQ, OP.NE),
+    # Text ranges are not pushed: vec0 0.1.9 mis-compares values of 12 and
+    # more bytes. vec0 treats partition-key IN as "k rows per value".
+    ('metadata', 'text'): (OP.EQ, OP.NE, OP.IN),
+    ('partition key', 'integer'): COMPARISONS,
+    ('partition key', 'text'): COMPARISONS,
+}
+_OTHER = object()  # Marks SQL the filter analysis cannot see into.
+
+
+def split_and(node):
+    """The top-level AND terms of a WHERE expression, BETWEEN split."""
+    if node is None:
+        return []
+    if isinstance(node, Expression) and node.op == OP.AND:
+        return split_and(node.lhs) + split_and(node.rhs)
+    if isinstance(node, Expression) and node.op == OP.BETWEEN and \
+            isinstance(node.lhs, Field) and isinstance(node.rhs, NodeList):
+        low, _, high = node.rhs.nodes
+        return [Expression(node.lhs, OP.GTE, low),
+                Expression(node.lhs, OP.LTE, high)]
+    return [node]
+
+
+def models_in(node, found=None):
+    """The models (or _OTHER) whose columns an expression reads."""
+    found = set() if found is None else found
+    if isinstance(node, Field):
+        found.add(getattr(node, 'source', None) or node.model)
+    elif isinstance(node, Column):
+        found.add(node.source)
+    elif isinstance(node, Expression):
+        models_in(node.lhs, found)
+        models_in(node.rhs, found)
+    elif isinstance(node, Function):
+        models_in(node.arguments, found)
+    elif isinstance(node, NodeList):
+        models_in(node.nodes, found)
+    elif isinstance(node, (list, tuple)):
+        for item in node:
+            models_in(item, found)
+    elif isinstance(node, (WrappedNode, Ordering)):
+        models_in(node.node, found)
+    elif isinstance(node, SQL):
+        found.add(_OTHER)
+    # Values and independent subqueries read no outer columns.
+    return found
+
+
+def is_value(node):
+    if isinstance(node, (list, tuple)):
+        return all(is_value(item) for item in node)
+    if isinstance(node, Value):
+        return not isinstance(node.value, Node)
+    return not isinstance(node, Node)
+
+
+def replace_node(node, old, new):
+    """A copy of an expression with ``old`` replaced by ``new``."""
+    if node is old:
+        return new
+    if isinstance(node, Expression):
+        return Expression(replace_node(node.lhs, old, new), node.op,
+                          replace_node(node.rhs, old, new), node.flat)
+    if isinstance(node, Negated):
+        return Negated(replace_node(node.node, old, new))
+    return node
+
+
+def _raw_value(node):
+    return node.value if isinstance(node, Value) else node
+
+
+class FilterPlan(object):
+    """
+    Sorts the WHERE terms of a KNN query by where they can run.
+
+    ``native`` terms stay next to MATCH; ``prefilters`` are SELECTs of
+    primary keys, intersected into a single ``pk IN (...)`` term; ``outer``
+    terms stay in the WHERE clause too (they filter joined rows).
+    """
+    def __init__(self, query):
+        self.query = query
+        self.model = model = query.model
+        self.pk = model._meta.primary_key
+        self.content = model._meta.content
+        self.joined = query.joined_models()
+        self.native = []
+        self.outer = []
+        self.pk_terms = []
+        self.own_terms = []        # Filters on the vec0 table itself.
+        self.content_terms = []
+        self.join_terms = []
+        for term in split_and(query._where):
+            self._sort(term)
+
+    def _sort(self, term):
+        model = self.model
+        models = models_in(term)
+        fields = _fields_in(term)
+        if any(f is model.k for f in fields):
+            raise ValueError('k is set by knn(vector, k=...), not by a '
+                             'filter.')
+        if any(f is model.distance for f in fields):
+            self._sort_distance(term, models)
+        elif models <= {model}:
+            if self._is_native(term):
+                self.native.append(term)
+            elif self._is_pk_lookup(term):
+                self.pk_terms.append(term)
+            else:
+                self.own_terms.append(term)
+        elif self.content is not None and models == {self.content}:
+            self.content_terms.append(term)
+            if self.content in self.joined:
+                self.outer.append(term)
+        else:
+            self.join_terms.append(term)
+            self.outer.append(term)
+
+    def _sort_distance(self, term, models):
+        if not (isinstance(term, Expression) and term.op in RANGES and
+                term.lhs is self.model.distance and is_value(term.rhs)):
+            raise ValueError(
+                'Filters on distance must compare it with a number using '
+                '<, <=, > or >= (e.g. %s.distance < 0.5); got %s.' % (
+                    self.model.__name__, term))
+        self.native.append(term)
+
+    def _column(self, node):
+        if isinstance(node, Field) and node.model is self.model:
+            return self.model._vec.columns.get(node)
+
+    def _is_native(self, term):
+        if isinstance(term, Expression) and term.op == OP.OR:
+            # (c = x OR c = y) on one metadata column runs inside the KNN.
+            leaves = _split_or(term)
+            columns = set(id(self._column(leaf.lhs)) for leaf in leaves
+                          if isinstance(leaf, Expression))
+            return len(columns) == 1 and all(
+                isinstance(leaf, Expression) and leaf.op == OP.EQ and
+                self._is_native(leaf) for leaf in leaves)
+        if not isinstance(term, Expression):
+            return False
+        column = self._column(term.lhs)
+        if column is None:
+            return False
+        ops = NATIVE_OPS.get((column.role, column.vtype), ())
+        if term.op not in ops:
+            return False
+        if term.op == OP.IN:
+            return is_value(term.rhs) or isinstance(term.rhs, SelectQuery)
+        return is_value(term.rhs) and _raw_value(term.rhs) is not None
+
+    def _is_pk_lookup(self, term):
+        column = self._column(getattr(term, 'lhs', None))
+        return (column is not None and column.vtype == 'integer' and
+                column.role in ('rowid', 'primary key') and
+                term.op in (OP.EQ, OP.IN) and
+                (is_value(term.rhs) or isinstance(term.rhs, SelectQuery)))
+
+    def pk_filter(self):
+        """One ``pk IN (...)`` term that applies every pre-filter, or None."""
+        model, pk = self.model, self.pk
+        if len(self.pk_terms) == 1 and not (
+                self.own_terms or self.content_terms or self.join_terms):
+            term = self.pk_terms[0]
+            if isinstance(term.rhs, SelectQuery):
+                return term
+            values = term.rhs if term.op == OP.IN else [term.rhs]
+            values = [_raw_value(v) for v in values]
+            # A one-value IN list becomes "pk = ?", which vec0 applies after
+            # the top-k; a json_each() subquery is always a pre-filter.
+            return pk.in_(Select(
+                [fn.json_each(json.dumps(values))], [SQL('value')]))
+        selects = []
+        if self.content_terms:
+            content_pk = self.content._meta.primary_key
+            selects.append(self.content
+                           .select(content_pk)
+                           .where(reduce(operator.and_, self.content_terms)))
+        own = self.own_terms + self.pk_terms + self.join_terms
+        if own:
+            query = ModelSelect(model, [pk])
+            if self.join_terms:
+                query._from_list = list(self.query._from_list)
+            query._where = reduce(operator.and_, own)
+            selects.append(query)
+        if not selects:
+            return None
+        return pk.in_(reduce(operator.and_, selects))
+
+
+def _split_or(node):
+    if isinstance(node, Expression) and node.op == OP.OR:
+        return _split_or(node.lhs) + _split_or(node.rhs)
+    return [node]
+
+
+def _fields_in(node, found=None):
+    found = [] if found is None else found
+    if isinstance(node, Field):
+        found.append(node)
+    elif isinstance(node, Expression):
+        _fields_in(node.lhs, found)
+        _fields_in(node.rhs, found)
+    elif isinstance(node, Function):
+        for arg in node.arguments:
+            _fields_in(arg, found)
+    elif isinstance(node, NodeList):
+        for item in node.nodes:
+            _fields_in(item, found)
+    elif isinstance(node, WrappedNode):
+        _fields_in(node.node, found)
+    return found
+
+
+class KNNSelect(ModelSelect):
+    """
+    A ``ModelSelect`` of the k rows nearest to a query vector.
+
+    Returned by :meth:`VecModel.knn`; chain ``where``, ``join``,
+    ``limit``/``offset``, ``get``, ``first``, ``count`` as usual. The rows
+    are ordered by distance; ``limit``/``offset`` page through the k.
+    """
+    def __init__(self, model, field, vector, k=None):
+        fields = list(model._meta.sorted_fields) + [model.distance]
+        super(KNNSelect, self).__init__(model, fields)
+        if k is not None and (not isinstance(k, numbers.Integral) or
+                              isinstance(k, bool) or k < 0):
+            raise ValueError('k must be a non-negative integer, got %r.'
+                             % (k,))
+        self._knn_field = field
+        self._knn_vector = field.sql_value(vector)
+        self._knn_k = k
+
+    def joined_models(self):
+        found = set()
+        models_in(list(self._from_list), found)
+        for node in self._from_list:
+            _collect_join_sources(node, found)
+        return found
+
+    @property
+    def k(self):
+        """The number of neighbours the search asks vec0 for."""
+        if self._knn_k is not None:
+            return self._knn_k
+        if self._limit is not None:
+            return self._limit + (self._offset or 0)
+        return DEFAULT_K
+
+    def _check_order(self):
+        distance = self.model.distance
+        for item in self._order_by or ():
+            node = item.node if isinstance(item, Ordering) else item
+            direction = getattr(item, 'direction', 'ASC')
+            if node is not distance or direction.upper() != 'ASC':
+                raise ValueError(
+                    'KNN results are ordered by distance, nearest first; '
+                    'other orderings are not supported. Sort the rows in '
+                    'Python, e.g. sorted(query, key=...).')
+
+    def _base_query(self, returning, where, order_by, limit=None):
+        query = ModelSelect(self.model, returning)
+        for attr in ('_from_list', '_group_by', '_having', '_windows',
+                     '_distinct', '_cte_list'):
+            setattr(query, attr, getattr(self, attr))
+        query._where = reduce(operator.and_, where) if where else None
+        query._order_by = order_by
+        query._limit = limit
+        return query
+
+    def _knn_query(self):
+        model, field = self.model, self._knn_field
+        plan = FilterPlan(self)
+        where = [Expression(field, 'MATCH', self._knn_vector),
+                 Expression(model.k, OP.EQ, self.k)]
+        where.extend(plan.native)
+        pk_filter = plan.pk_filter()
+        if pk_filter is not None:
+            where.append(pk_filter)
+        where.extend(plan.outer)
+        return self._base_query(self._returning, where, [model.distance])
+
+    def _exact_query(self):
+        # Above vec0's k limit: an exact scan, where SQLite itself applies
+        # every filter, so nothing needs rewriting.
+        model, field = self.model, self._knn_field
+        distance = Function(
+            'vec_distance_' + field.metric,
+            [field.element_type.typed(field), self._knn_vector])
+        returning = [distance.alias('distance') if node is model.distance
+                     else node for node in self._returning]
+        where = [replace_node(term, model.distance, distance)
+                 for term in split_and(self._where)]
+        return self._base_query(returning, where, [distance], limit=self.k)
+
+    def compiled(self):
+        """The plain query this KNN search runs as."""
+        self._check_order()
+        inner = (self._exact_query() if self.k > K_MAX
+                 else self._knn_query())
+        if self._limit is None and not self._offset:
+            return inner
+        knn = inner.cte('knn', materialized=True)
+        outer = (Select([knn], [SQL('*')])
+                 .with_cte(knn)
+                 .limit(self._limit)
+                 .offset(self._offset))
+        for position, node in enumerate(self._returning, 1):
+            if node is self.model.distance:
+                outer = outer.order_by(SQL(str(position)))
+        return outer
+
+    def __sql__(self, ctx):
+        return ctx.sql(self.compiled())
+
+
+def _collect_join_sources(node, found):
+    lhs = getattr(node, 'lhs', None)
+    rhs = getattr(node, 'rest', None)
+    for side in (lhs, rhs):
+        if side is None:
+            continue
+        if isinstance(side, type) or hasattr(side, '_meta'):
+            found.add(side)
+        else:
+            _collect_join_sources(side, found)
