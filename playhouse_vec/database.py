@@ -14,11 +14,13 @@ they are bound to a database, so most programs never call it themselves::
 Extension loading is switched off again once sqlite-vec is in, so SQL cannot
 call ``load_extension()`` afterwards.
 """
+import contextlib
 import threading
 
 from peewee import ImproperlyConfigured
 from peewee import Proxy
 from peewee import SqliteDatabase
+from playhouse.sqliteq import SqliteQueueDatabase
 import sqlite_vec
 
 
@@ -51,9 +53,6 @@ def load_sqlite_vec(conn):
     """Load sqlite-vec into one DB-API connection, then forbid loading."""
     global _loaded_library
     library = _library_of(conn)
-    if not hasattr(conn, 'enable_load_extension'):
-        version = conn.execute('select sqlite_version()').fetchone()[0]
-        raise ImproperlyConfigured(NO_EXTENSION_LOADING % (library, version))
     with _lock:
         if _loaded_library is not None and _loaded_library != library:
             raise ImproperlyConfigured(
@@ -61,6 +60,10 @@ def load_sqlite_vec(conn):
                 'loading it into a second SQLite library (%s) crashes the '
                 'process. Use one driver for every database that needs '
                 'sqlite-vec.' % (_loaded_library, library))
+        if not hasattr(conn, 'enable_load_extension'):
+            version = conn.execute('select sqlite_version()').fetchone()[0]
+            raise ImproperlyConfigured(
+                NO_EXTENSION_LOADING % (library, version))
         conn.enable_load_extension(True)
         try:
             sqlite_vec.load(conn)
@@ -126,3 +129,14 @@ def _has_sqlite_vec(database):
     except Exception:
         return False
     return True
+
+
+def atomic(database):
+    """A transaction, or nothing where the database cannot hold one.
+
+    ``SqliteQueueDatabase`` runs each write on its own in a writer thread
+    and has no transactions; there each statement stands alone.
+    """
+    if isinstance(database, SqliteQueueDatabase):
+        return contextlib.nullcontext()
+    return database.atomic()

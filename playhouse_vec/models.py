@@ -37,6 +37,7 @@ from playhouse.sqlite_ext import RowIDField
 from playhouse.sqlite_ext import VirtualModel
 from playhouse.sqlite_ext import VirtualTableSchemaManager
 
+from playhouse_vec.database import atomic
 from playhouse_vec.database import register_database
 from playhouse_vec.fields import VectorField
 from playhouse_vec.query import KNNSelect
@@ -292,14 +293,16 @@ class VecInsert(ModelInsert):
     on_conflict_ignore = on_conflict_replace = on_conflict
 
     def _execute(self, database):
-        with database.atomic():
+        with atomic(database):
             if self._replace:
                 self._delete_existing()
             return super(VecInsert, self)._execute(database)
 
     def _delete_existing(self):
         pk = self.model._meta.primary_key
-        keys = [row[pk] for row in self._insert if row.get(pk) is not None]
+        rows = [self._insert] if isinstance(self._insert, dict) else \
+            self._insert
+        keys = [row[pk] for row in rows if row.get(pk) is not None]
         for i in range(0, len(keys), 500):
             (self.model
              .delete()

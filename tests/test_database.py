@@ -1,0 +1,197 @@
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import threading
+
+import peewee
+import pytest
+from peewee import DatabaseProxy
+from peewee import ImproperlyConfigured
+from peewee import Model
+from peewee import TextField
+from playhouse.pool import PooledSqliteDatabase
+from playhouse.sqliteq import SqliteQueueDatabase
+
+from playhouse_vec import VecModel
+from playhouse_vec import VectorField
+from playhouse_vec import register_database
+
+from conftest import new_database
+
+
+def vec_version(database):
+    return database.execute_sql('select vec_version()').fetchone()[0]
+
+
+def test_plain_database_loads_on_every_connection(tmp_path):
+    db = new_database(str(tmp_path / 'a.db'))
+    register_database(db)
+    assert vec_version(db).startswith('v0.1')
+    db.close()
+    assert vec_version(db).startswith('v0.1')  # A new connection.
+    found = []
+    thread = threading.Thread(target=lambda: found.append(vec_version(db)))
+    thread.start()
+    thread.join()
+    assert found and found[0].startswith('v0.1')
+    db.close()
+
+
+def test_declaring_a_model_registers_the_database(tmp_path):
+    db = new_database(str(tmp_path / 'b.db'))
+
+    class Item(VecModel):
+        embedding = VectorField(2)
+
+        class Meta:
+            database = db
+
+    assert vec_version(db).startswith('v0.1')
+    db.close()
+
+
+def test_vector_field_on_ordinary_model_registers(tmp_path):
+    db = new_database(str(tmp_path / 'c.db'))
+
+    class Doc(Model):
+        embedding = VectorField(2)
+
+        class Meta:
+            database = db
+
+    assert vec_version(db)
+    db.close()
+
+
+def test_registering_an_open_connection(tmp_path):
+    db = new_database(str(tmp_path / 'd.db'))
+    db.connect()
+    register_database(db)
+    register_database(db)  # Idempotent.
+    assert vec_version(db)
+    db.close()
+
+
+def test_sql_load_extension_is_disabled_afterwards(db):
+    with pytest.raises(peewee.OperationalError, match='not authorized'):
+        db.execute_sql("select load_extension('whatever')")
+
+
+def test_pooled_database(tmp_path):
+    db = PooledSqliteDatabase(str(tmp_path / 'p.db'), max_connections=4,
+                              check_same_thread=False)
+    db.connect()
+    db.close()  # An idle pooled connection opened before registration...
+    register_database(db)
+    assert vec_version(db)  # ...is not reused without sqlite-vec.
+    db.close()
+    assert vec_version(db)
+    db.close_all()
+
+
+def test_queue_database(tmp_path):
+    db = SqliteQueueDatabase(str(tmp_path / 'q.db'), autostart=False)
+
+    class Item(VecModel):
+        embedding = VectorField(2)
+
+        class Meta:
+            database = db
+
+    db.start()
+    try:
+        db.create_tables([Item])
+        Item.insert(embedding=[1, 0]).execute()
+        Item.insert(embedding=[0, 1]).execute()
+        # Writes run in the queue's thread; wait until both are in.
+        for _ in range(100):
+            if Item.select().count() == 2:
+                break
+            threading.Event().wait(0.05)
+        rows = list(Item.knn([0.9, 0.1], k=1))
+        assert rows[0].rowid == 1
+    finally:
+        db.stop()
+        db.close()
+
+
+@pytest.mark.skipif(not hasattr(__import__('playhouse.sqlite_ext').sqlite_ext,
+                                'SqliteExtDatabase'),
+                    reason='SqliteExtDatabase was removed in Peewee 4')
+def test_sqlite_ext_database_on_peewee_3(tmp_path):
+    from playhouse.sqlite_ext import SqliteExtDatabase
+    db = SqliteExtDatabase(str(tmp_path / 'e.db'))
+    register_database(db)
+    assert vec_version(db)
+    db.close()
+
+
+def test_database_proxy(tmp_path):
+    proxy = DatabaseProxy()
+
+    class Item(VecModel):
+        embedding = VectorField(2)
+
+        class Meta:
+            database = proxy
+
+    db = new_database(str(tmp_path / 'x.db'))
+    proxy.initialize(db)
+    assert vec_version(db)
+    db.close()
+
+
+def test_bind_registers(tmp_path):
+    class Item(VecModel):
+        embedding = VectorField(2)
+
+    db = new_database(str(tmp_path / 'bind.db'))
+    Item.bind(db)
+    assert vec_version(db)
+    db.close()
+
+
+def test_non_sqlite_database_is_rejected():
+    db = peewee.PostgresqlDatabase(None)
+    with pytest.raises(ImproperlyConfigured, match='SQLite database'):
+        register_database(db)
+
+
+@pytest.mark.skipif(hasattr(sqlite3.Connection, 'enable_load_extension'),
+                    reason='this Python can load extensions')
+def test_this_python_stdlib_driver_gets_a_clear_error(tmp_path):
+    # A real stdlib connection of a Python built without extension loading
+    # (pyenv's default build): ImproperlyConfigured, not AttributeError.
+    code = textwrap.dedent('''
+        import sqlite3, peewee
+        from playhouse_vec.database import load_sqlite_vec
+        try:
+            load_sqlite_vec(sqlite3.connect(':memory:'))
+        except peewee.ImproperlyConfigured as exc:
+            print('OK', exc)
+    ''')
+    out = subprocess.run([sys.executable, '-c', code], capture_output=True,
+                         text=True, check=True).stdout
+    assert out.startswith('OK') and 'pysqlite3-binary' in out
+
+
+@pytest.mark.skipif(peewee.sqlite3 is sqlite3,
+                    reason='only one SQLite library is in use')
+def test_second_sqlite_library_is_refused_not_crashed():
+    # Peewee uses a bundled driver here; loading sqlite-vec into the stdlib
+    # library as well would crash the process. It must raise instead.
+    code = textwrap.dedent('''
+        import sqlite3, peewee
+        from playhouse_vec.database import load_sqlite_vec
+        load_sqlite_vec(peewee.sqlite3.connect(':memory:'))
+        try:
+            load_sqlite_vec(sqlite3.connect(':memory:'))
+        except peewee.ImproperlyConfigured as exc:
+            print('OK', exc)
+    ''')
+    result = subprocess.run([sys.executable, '-c', code],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith('OK') and 'already loaded' in \
+        result.stdout

@@ -1,0 +1,262 @@
+import numpy as np
+import peewee
+import pytest
+from peewee import AutoField
+from peewee import BlobField
+from peewee import BooleanField
+from peewee import CharField
+from peewee import DateTimeField
+from peewee import DecimalField
+from peewee import FloatField
+from peewee import ImproperlyConfigured
+from peewee import IntegerField
+from peewee import TextField
+
+from playhouse_vec import VecModel
+from playhouse_vec import VectorField
+
+
+def ddl(model):
+    return model._schema._create_table().query()[0]
+
+
+def declare(db, name='item', meta=None, **fields):
+    attrs = dict(fields)
+    attrs['Meta'] = type('Meta', (), dict(meta or {}, database=db,
+                                          table_name=name))
+    return type(str(name.title()), (VecModel,), attrs)
+
+
+def test_ddl_bare_names_types_roles_and_options(db):
+    Chunk = declare(
+        db, 'chunk',
+        meta=dict(partition_keys=('user_id',),
+                  auxiliary_columns=('body', 'raw'), chunk_size=128),
+        user_id=IntegerField(),
+        embedding=VectorField(768, metric='cosine'),
+        codes=VectorField(16, element_type='int8'),
+        signs=VectorField(64, element_type='bit'),
+        genre=CharField(), year=IntegerField(), rating=FloatField(),
+        is_new=BooleanField(), body=TextField(null=True),
+        raw=BlobField(null=True))
+    assert ddl(Chunk) == (
+        'CREATE VIRTUAL TABLE IF NOT EXISTS "chunk" USING vec0 ('
+        'user_id integer partition key, '
+        'embedding float[768] distance_metric=cosine, '
+        'codes int8[16] distance_metric=l2, signs bit[64], '
+        'genre text, year integer, rating float, is_new boolean, '
+        '+body text, +raw blob, chunk_size=128)')
+    db.create_tables([Chunk])
+    db.create_tables([Chunk])  # safe=True: every start-up.
+    assert Chunk.table_exists()
+
+
+@pytest.mark.parametrize('pk, expected', [
+    (IntegerField(primary_key=True), 'doc_id integer primary key'),
+    (AutoField(), 'doc_id integer primary key'),
+    (TextField(primary_key=True), 'doc_id text primary key'),
+])
+def test_declared_primary_keys(db, pk, expected):
+    Doc = declare(db, 'doc', doc_id=pk, embedding=VectorField(2))
+    assert ddl(Doc).startswith(
+        'CREATE VIRTUAL TABLE IF NOT EXISTS "doc" USING vec0 (%s, ' % expected)
+    db.create_tables([Doc])
+    key = 'a' if isinstance(pk, TextField) else 7
+    Doc.insert(doc_id=key, embedding=[1, 2]).execute()
+    # A real primary key: duplicates fail (NOT NULL would have made it a
+    # metadata column without uniqueness).
+    with pytest.raises(peewee.DatabaseError):
+        Doc.insert(doc_id=key, embedding=[3, 4]).execute()
+    row = Doc.knn([1, 2], k=1).get()
+    assert row.doc_id == key and not hasattr(Doc, 'rowid')
+
+
+def test_default_primary_key_is_rowid(db):
+    Doc = declare(db, 'doc', embedding=VectorField(2))
+    assert Doc._meta.primary_key.name == 'rowid'
+    db.create_tables([Doc])
+    first = Doc.create(embedding=[1, 1])
+    assert first.rowid == 1
+    assert Doc.get_by_id(1).rowid == 1
+
+
+@pytest.mark.parametrize('fields, meta, message', [
+    (dict(distance=FloatField()), {}, "'distance' is reserved"),
+    (dict(K=IntegerField()), {}, "'K' is reserved"),
+    (dict(title=TextField(column_name='my title')), {}, 'bare column names'),
+    (dict(price=DecimalField()), {}, 'cannot be a vec0 metadata column'),
+    (dict(when=DateTimeField()), {}, 'cannot be a vec0 metadata column'),
+    (dict(raw=BlobField()), {}, 'allowed types: integer, float, boolean'),
+    (dict(note=TextField(null=True)), {}, 'cannot hold NULL'),
+    (dict(score=FloatField()), dict(partition_keys=('score',)),
+     'partition key'),
+    (dict(flag=BooleanField()), dict(auxiliary_columns=('flag',)),
+     'auxiliary column'),
+    ({}, dict(partition_keys=('missing',)), "names 'missing'"),
+    ({}, dict(chunk_size=100), 'multiple of 8'),
+    ({}, dict(chunk_size=8192), 'multiple of 8 up to'),
+])
+def test_invalid_declarations_fail_clearly(db, fields, meta, message):
+    fields.setdefault('embedding', VectorField(8))
+    with pytest.raises(ImproperlyConfigured, match=message):
+        declare(db, 'bad', meta=meta, **fields)
+
+
+def test_needs_a_vector_column(db):
+    with pytest.raises(ImproperlyConfigured, match='at least one'):
+        declare(db, 'bad', title=TextField())
+
+
+def test_default_chunk_size_follows_vector_size(db):
+    sizes = {}
+    for dims in (64, 384, 768, 1536):
+        model = declare(db, 'c%d' % dims, embedding=VectorField(dims))
+        sizes[dims] = model._vec.chunk_size
+    assert sizes == {64: 1024, 384: 512, 768: 256, 1536: 128}
+    bits = declare(db, 'bits', embedding=VectorField(1024,
+                                                     element_type='bit'))
+    assert bits._vec.chunk_size == 1024
+
+
+@pytest.fixture
+def Note(db):
+    Note = declare(db, 'note', meta=dict(auxiliary_columns=('title',)),
+                   embedding=VectorField(3), course=TextField(),
+                   year=IntegerField(), title=TextField(null=True))
+    db.create_tables([Note])
+    return Note
+
+
+def stored(db):
+    return db.execute_sql(
+        'select rowid, course, year, title from note order by rowid'
+    ).fetchall()
+
+
+def test_insert_create_save_delete(db, Note):
+    Note.insert(rowid=5, embedding=[1, 0, 0], course='ml', year=1).execute()
+    note = Note.create(embedding=[0, 1, 0], course='de', year=2, title='t')
+    assert note.rowid == 6
+    note.course = 'ml'
+    note.save()
+    assert Note.get_by_id(6).course == 'ml'
+    Note.get_by_id(5).delete_instance()
+    Note.delete().where(Note.year == 99).execute()
+    assert stored(db) == [(6, 'ml', 2, 't')]
+
+
+def test_save_of_an_existing_key_replaces_the_row(db, Note):
+    Note.create(rowid=1, embedding=[1, 0, 0], course='ml', year=1)
+    Note(rowid=1, embedding=[0, 0, 1], course='de', year=2).save()
+    assert stored(db) == [(1, 'de', 2, None)]
+    np.testing.assert_array_equal(Note.get_by_id(1).embedding, [0, 0, 1])
+    Note.replace(rowid=1, embedding=[0, 1, 0], course='x', year=3).execute()
+    Note.replace_many([
+        dict(rowid=1, embedding=[1, 1, 0], course='y', year=4),
+        dict(rowid=2, embedding=[1, 1, 1], course='z', year=5)]).execute()
+    assert stored(db) == [(1, 'y', 4, None), (2, 'z', 5, None)]
+
+
+def test_saving_a_knn_result_keeps_it(db, Note):
+    Note.create(rowid=1, embedding=[1, 0, 0], course='ml', year=1)
+    row = Note.knn([1, 0, 0], k=1).get()
+    row.year = 2
+    row.save()
+    assert stored(db) == [(1, 'ml', 2, None)]
+
+
+def test_update_of_values_and_refused_key_updates(db):
+    Part = declare(db, 'part', meta=dict(partition_keys=('user',)),
+                   embedding=VectorField(2), user=IntegerField(),
+                   year=IntegerField())
+    db.create_tables([Part])
+    Part.create(rowid=1, embedding=[1, 0], user=1, year=1)
+    Part.update(year=5, embedding=[0, 1]).where(Part.rowid == 1).execute()
+    assert Part.get_by_id(1).year == 5
+    with pytest.raises(ValueError, match='cannot UPDATE Part.user'):
+        Part.update(user=2).execute()
+    with pytest.raises(ValueError, match='cannot UPDATE Part.rowid'):
+        Part.update(rowid=2).execute()
+    with pytest.raises(ValueError, match='cannot be NULL'):
+        Part.update(year=None).execute()
+    # Changing a partition key through save() replaces the row.
+    part = Part.get_by_id(1)
+    part.user = 2
+    part.save()
+    assert Part.get_by_id(1).user == 2
+
+
+def test_upsert_clauses_fail_clearly(Note):
+    query = Note.insert(rowid=1, embedding=[1, 0, 0], course='a', year=1)
+    for method in ('on_conflict_replace', 'on_conflict_ignore'):
+        with pytest.raises(ValueError, match='no upsert'):
+            getattr(query, method)()
+
+
+@pytest.mark.parametrize('row, message', [
+    (dict(embedding=[1, 0, 0], course=None, year=1), 'cannot be NULL'),
+    (dict(embedding=[1, 0, 0], year=1), 'Missing value for Note.course'),
+    (dict(embedding=[1, 0, 0], course='a', year='1999'), 'expects an int'),
+    (dict(embedding=[1, 0, 0], course=5, year=1), 'expects a string'),
+    (dict(embedding=None, course='a', year=1), 'cannot be NULL'),
+    (dict(course='a', year=1), 'Missing value for Note.embedding'),
+    (dict(embedding=[1, 0], course='a', year=1), 'has 2 dimensions'),
+    (dict(embedding=[1, 0, 0], course='a', year=1, color='red'),
+     "no column 'color'"),
+])
+def test_bad_rows_are_rejected_before_anything_is_written(db, Note, row,
+                                                          message):
+    good = dict(embedding=[0, 0, 1], course='ok', year=0)
+    with db.atomic():  # Inside an open transaction, where vec0 would
+        with pytest.raises(ValueError, match=message):  # keep partial rows.
+            Note.insert_many([good, row]).execute()
+        if 'color' not in row:  # Model() ignores unknown attributes.
+            with pytest.raises(ValueError, match=message):
+                Note.create(**row)
+    assert stored(db) == []
+
+
+def test_failed_bulk_insert_leaves_nothing(db, Note):
+    Note.create(rowid=3, embedding=[1, 0, 0], course='a', year=1)
+    rows = [dict(rowid=i, embedding=[i, 1, 0], course='b', year=i)
+            for i in (1, 2, 3)]  # 3 is a duplicate: vec0 fails mid-way.
+    with db.atomic():
+        with pytest.raises(peewee.DatabaseError):
+            Note.insert_many(rows).execute()
+    assert stored(db) == [(3, 'a', 1, None)]
+
+
+def test_tuple_rows_with_fields(db, Note):
+    Note.insert_many([([1, 0, 0], 'a', 1), ([0, 1, 0], 'b', 2)],
+                     fields=[Note.embedding, Note.course, Note.year]).execute()
+    assert [r[1] for r in stored(db)] == ['a', 'b']
+    with pytest.raises(ValueError, match='3 values for 4 columns'):
+        Note.insert_many([([1, 0, 0], 'a', 1)]).execute()
+
+
+def test_int8_and_bit_columns_are_written_typed(db, rng):
+    Multi = declare(db, 'multi',
+                    codes=VectorField(8, element_type='int8'),
+                    signs=VectorField(8, element_type='bit'))
+    db.create_tables([Multi])
+    codes = rng.integers(-128, 128, size=(40, 8))
+    signs = rng.integers(0, 2, size=(40, 8))
+    Multi.insert_many([dict(rowid=i + 1, codes=c, signs=s)
+                       for i, (c, s) in enumerate(zip(codes, signs))]
+                      ).execute()
+    assert db.execute_sql('select vec_type(codes), vec_type(signs) '
+                          'from multi limit 1').fetchone() == ('int8', 'bit')
+    query = rng.integers(-128, 128, size=8)
+    rows = [(r.rowid, r.distance) for r in
+            Multi.knn(query, k=5, field=Multi.codes)]
+    truth = np.sqrt(((codes - query) ** 2).sum(axis=1))
+    np.testing.assert_allclose([d for _, d in rows], np.sort(truth)[:5],
+                               rtol=1e-5)
+    bits = [(r.rowid, r.distance) for r in
+            Multi.knn(signs[0], k=40, field=Multi.signs)]
+    hamming = (signs != signs[0]).sum(axis=1)
+    assert sorted(d for _, d in bits) == sorted(hamming.tolist())
+    assert dict(bits)[1] == 0
+    np.testing.assert_array_equal(Multi.get_by_id(2).codes, codes[1])
+    with pytest.raises(ValueError, match='several vector columns'):
+        Multi.knn(query)

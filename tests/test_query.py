@@ -1,0 +1,338 @@
+import numpy as np
+import peewee
+import pytest
+from hypothesis import HealthCheck
+from hypothesis import given
+from hypothesis import settings
+from hypothesis import strategies as st
+from peewee import BooleanField
+from peewee import FloatField
+from peewee import ForeignKeyField
+from peewee import IntegerField
+from peewee import Model
+from peewee import TextField
+from peewee import fn
+
+from playhouse_vec import VecModel
+from playhouse_vec import VectorField
+from playhouse_vec import register_database
+from playhouse_vec.query import K_MAX
+
+from conftest import assert_nearest
+from conftest import brute_force
+from conftest import new_database
+
+
+def pairs(query):
+    return [(row.rowid, row.distance) for row in query]
+
+
+@settings(max_examples=60, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow])
+@given(n=st.integers(1, 300), dims=st.integers(1, 48),
+       metric=st.sampled_from(['l2', 'cosine', 'l1']),
+       k=st.integers(1, 40), seed=st.integers(0, 2 ** 32 - 1),
+       scale=st.sampled_from([1e-3, 1.0, 100.0]))
+def test_knn_equals_numpy_brute_force(n, dims, metric, k, seed, scale):
+    rng = np.random.default_rng(seed)
+    db = new_database()
+
+    class Item(VecModel):
+        embedding = VectorField(dims, metric=metric)
+
+        class Meta:
+            database = db
+
+    db.create_tables([Item])
+    vectors = (rng.normal(size=(n, dims)) * scale).astype(np.float32)
+    if metric == 'cosine':  # Zero vectors have no cosine distance.
+        vectors[np.linalg.norm(vectors, axis=1) == 0] = 1.0
+    Item.insert_many([{'rowid': i + 1, 'embedding': v}
+                      for i, v in enumerate(vectors)]).execute()
+    query = (rng.normal(size=dims) * scale).astype(np.float32)
+    if metric == 'cosine' and not query.any():
+        query[0] = 1.0
+    truth = brute_force(vectors, query, metric)
+    rows = pairs(Item.knn(query, k=k))
+    assert_nearest(rows, np.arange(1, n + 1), truth, k)
+    db.close()
+
+
+N = 10000
+
+
+@pytest.fixture(scope='module')
+def corpus(tmp_path_factory):
+    """10,000 notes in a content table and a vec0 table sharing rowids."""
+    db = new_database(str(tmp_path_factory.mktemp('corpus') / 'c.db'))
+    register_database(db)
+    rng = np.random.default_rng(7)
+
+    class Note(Model):
+        course = TextField()
+        title = TextField()
+
+        class Meta:
+            database = db
+
+    class Tag(Model):
+        note = ForeignKeyField(Note)
+        name = TextField()
+
+        class Meta:
+            database = db
+
+    class NoteVec(VecModel):
+        embedding = VectorField(8, metric='cosine')
+        course = TextField()
+        year = IntegerField()
+        score = FloatField()
+        draft = BooleanField()
+        user = IntegerField()
+        label = TextField()
+        body = TextField()
+
+        class Meta:
+            database = db
+            content = Note
+            partition_keys = ('user',)
+            auxiliary_columns = ('body',)
+
+    db.create_tables([Note, Tag, NoteVec])
+    vectors = rng.normal(size=(N, 8)).astype(np.float32)
+    courses = np.array(['ml', 'de', 'mlops', 'llm'])[rng.integers(0, 4, N)]
+    courses[rng.choice(N, 50, replace=False)] = 'rare'
+    # Values of exactly 12 bytes and longer ones sharing prefixes trip
+    # vec0's text range comparisons.
+    labels = np.array(['aaaaaaaaaaaa', 'aaaaaaaaaaaba', 'aaaaaaaaaaabaa',
+                       'b', 'zzzzzzzzzzzzzzzz'])[rng.integers(0, 5, N)]
+    data = dict(
+        course=courses, year=rng.integers(2000, 2025, N),
+        score=rng.random(N), draft=rng.random(N) < 0.5,
+        user=rng.integers(0, 5, N), label=labels,
+        body=np.array(['body %d' % i for i in range(N)]))
+    with db.atomic():
+        Note.insert_many([(i + 1, courses[i], 'title %d' % i)
+                          for i in range(N)],
+                         fields=[Note.id, Note.course, Note.title]).execute()
+        Tag.insert_many([(i + 1, 'tag%d' % (i % 200)) for i in range(N)],
+                        fields=[Tag.note, Tag.name]).execute()
+        rows = []
+        for i in range(N):
+            row = dict((name, values[i].item())
+                       for name, values in data.items())
+            row.update(rowid=i + 1, embedding=vectors[i])
+            rows.append(row)
+        for start in range(0, N, 1000):
+            NoteVec.insert_many(rows[start:start + 1000]).execute()
+    query = rng.normal(size=8).astype(np.float32)
+    truth = brute_force(vectors, query, 'cosine')
+    yield dict(db=db, Note=Note, Tag=Tag, NoteVec=NoteVec, query=query,
+               truth=truth, data=data, vectors=vectors, rng=rng)
+    db.close()
+
+
+def check(corpus, query, mask, k=10):
+    """The KNN rows are exactly the k nearest among rows where mask."""
+    ids = np.flatnonzero(mask) + 1
+    rows = pairs(query)
+    assert_nearest(rows, ids, corpus['truth'][ids - 1], k)
+    return rows
+
+
+def test_content_filter_50_of_10000_returns_the_true_10(corpus):
+    NoteVec, Note = corpus['NoteVec'], corpus['Note']
+    mask = corpus['data']['course'] == 'rare'
+    assert mask.sum() == 50
+    rows = check(corpus, NoteVec.knn(corpus['query'], k=10)
+                 .where(Note.course == 'rare'), mask)
+    assert len(rows) == 10
+    # The same through an explicit join to the content model.
+    joined = (NoteVec.knn(corpus['query'], k=10)
+              .join(Note, on=(Note.id == NoteVec.rowid))
+              .where(Note.course == 'rare'))
+    check(corpus, joined, mask)
+
+
+def test_metadata_filter_50_of_10000(corpus):
+    NoteVec = corpus['NoteVec']
+    mask = corpus['data']['course'] == 'rare'
+    check(corpus, NoteVec.knn(corpus['query'], k=10)
+          .where(NoteVec.course == 'rare'), mask)
+
+
+def test_join_filter_on_a_third_table(corpus):
+    NoteVec, Note, Tag = corpus['NoteVec'], corpus['Note'], corpus['Tag']
+    query = (NoteVec.knn(corpus['query'], k=10)
+             .join(Tag, on=(Tag.note == NoteVec.rowid))
+             .where(Tag.name == 'tag7'))
+    mask = (np.arange(N) % 200) == 7
+    check(corpus, query, mask)
+
+
+def filter_cases(NoteVec, Note, data):
+    course, year, score = data['course'], data['year'], data['score']
+    draft, user, label = data['draft'], data['user'], data['label']
+    body = data['body']
+    ids = np.arange(1, N + 1)
+    return [
+        # Filters vec0 applies inside the KNN.
+        (NoteVec.year >= 2020, year >= 2020),
+        (NoteVec.year.between(2003, 2005), (year >= 2003) & (year <= 2005)),
+        (NoteVec.score < 0.01, score < 0.01),
+        (NoteVec.draft == True, draft),  # noqa: E712
+        (NoteVec.course.in_(['rare', 'llm']), np.isin(course, ['rare',
+                                                               'llm'])),
+        (NoteVec.year.in_([2001, 2002]), np.isin(year, [2001, 2002])),
+        ((NoteVec.course == 'rare') | (NoteVec.course == 'de'),
+         np.isin(course, ['rare', 'de'])),
+        (NoteVec.user == 3, user == 3),
+        (NoteVec.user > 2, user > 2),
+        (NoteVec.rowid.in_(list(range(1, 400, 7))), ((ids - 1) % 7 == 0) &
+         (ids < 400)),
+        # Filters vec0 would apply after the top-k, or reject.
+        (NoteVec.rowid == 77, ids == 77),
+        (NoteVec.rowid.in_([77]), ids == 77),
+        (NoteVec.rowid > 9990, ids > 9990),
+        (NoteVec.course.not_in(['ml', 'de', 'mlops']),
+         ~np.isin(course, ['ml', 'de', 'mlops'])),
+        (~(NoteVec.course == 'ml'), course != 'ml'),
+        (NoteVec.draft, draft),
+        (NoteVec.course.startswith('ml'), np.char.startswith(course, 'ml')),
+        (NoteVec.course ** 'ML%', np.char.startswith(course, 'ml')),
+        (fn.upper(NoteVec.course) == 'RARE', course == 'rare'),
+        (NoteVec.user.in_([0, 4]), np.isin(user, [0, 4])),
+        (NoteVec.label > 'aaaaaaaaaaaa', label > 'aaaaaaaaaaaa'),
+        (NoteVec.label < 'aaaaaaaaaaabaa', label < 'aaaaaaaaaaabaa'),
+        (NoteVec.label.between('aaaaaaaaaaaba', 'b'),
+         (label >= 'aaaaaaaaaaaba') & (label <= 'b')),
+        (NoteVec.body == 'body 5', body == 'body 5'),
+        (NoteVec.body.in_(['body 5', 'body 17']), np.isin(body, ['body 5',
+                                                                'body 17'])),
+        (NoteVec.score.in_([float(score[3])]), score == score[3]),
+        (NoteVec.embedding.l2_distance([0] * 8) < 2.0,
+         np.linalg.norm(data['vectors'], axis=1) < 2.0),
+        # Several at once, across tables.
+        ((NoteVec.year >= 2010) & (Note.title.startswith('title 1')) &
+         NoteVec.course.not_in(['ml']),
+         (year >= 2010) & np.char.startswith(
+             np.array(['title %d' % i for i in range(N)]), 'title 1') &
+         (course != 'ml')),
+    ]
+
+
+@pytest.mark.parametrize('case', range(28))
+def test_filters_never_lose_rows(corpus, case):
+    NoteVec, Note = corpus['NoteVec'], corpus['Note']
+    data = dict(corpus['data'], vectors=corpus['vectors'])
+    expression, mask = filter_cases(NoteVec, Note, data)[case]
+    for k in (1, 10):
+        check(corpus, NoteVec.knn(corpus['query'], k=k).where(expression),
+              mask, k)
+
+
+def test_every_filter_case_is_exercised(corpus):
+    data = dict(corpus['data'], vectors=corpus['vectors'])
+    assert len(filter_cases(corpus['NoteVec'], corpus['Note'], data)) == 28
+
+
+def test_text_primary_key_in_with_missing_ids(db, rng):
+    class Page(VecModel):
+        slug = TextField(primary_key=True)
+        embedding = VectorField(4)
+
+        class Meta:
+            database = db
+
+    db.create_tables([Page])
+    vectors = rng.normal(size=(20, 4))
+    Page.insert_many([dict(slug='p%d' % i, embedding=v)
+                      for i, v in enumerate(vectors)]).execute()
+    rows = list(Page.knn(vectors[0], k=5)
+                .where(Page.slug.in_(['p0', 'p3', 'missing'])))
+    assert sorted(r.slug for r in rows) == ['p0', 'p3']
+    assert rows[0].slug == 'p0'
+    assert Page.knn(vectors[0], k=5).where(Page.slug == 'p3').get().slug \
+        == 'p3'
+
+
+def test_distance_ranges(corpus):
+    NoteVec, truth = corpus['NoteVec'], corpus['truth']
+    query = NoteVec.knn(corpus['query'], k=20).where(
+        (NoteVec.distance > 0.2) & (NoteVec.distance <= 0.3))
+    check(corpus, query, (truth > 0.2) & (truth <= 0.3), 20)
+    with pytest.raises(ValueError, match='distance must compare'):
+        list(NoteVec.knn(corpus['query']).where(NoteVec.distance == 0.2))
+    with pytest.raises(ValueError, match='k is set by knn'):
+        list(NoteVec.knn(corpus['query']).where(NoteVec.k == 3))
+
+
+def test_limit_offset_get_first_and_paging(corpus):
+    NoteVec, truth = corpus['NoteVec'], corpus['truth']
+    order = np.argsort(truth) + 1
+    knn = NoteVec.knn(corpus['query'], k=20)
+    assert [r.rowid for r in knn] == order[:20].tolist()
+    assert [r.rowid for r in knn.limit(5)] == order[:5].tolist()
+    assert [r.rowid for r in knn.limit(5).offset(5)] == order[5:10].tolist()
+    assert [r.rowid for r in knn.paginate(3, 5)] == order[10:15].tolist()
+    assert [r.rowid for r in knn.limit(50)] == order[:20].tolist()
+    assert knn.get().rowid == order[0]
+    assert knn.count() == 20
+    assert knn.first().rowid == order[0]  # first() sets LIMIT 1 on knn.
+    assert knn.exists()
+    # Without k, the LIMIT (plus OFFSET) sets it.
+    default = NoteVec.knn(corpus['query'])
+    assert default.count() == 10
+    assert [r.rowid for r in default.limit(3).offset(2)] == \
+        order[2:5].tolist()
+    assert NoteVec.knn(corpus['query']).where(NoteVec.course == 'rare') \
+        .get().rowid == order[corpus['data']['course'][order - 1] ==
+                              'rare'][0]
+    assert list(NoteVec.knn(corpus['query'], k=0)) == []
+    with pytest.raises(ValueError, match='non-negative integer'):
+        NoteVec.knn(corpus['query'], k=-1)
+
+
+def test_rows_are_model_instances_with_distance_and_joins(corpus):
+    NoteVec, Note = corpus['NoteVec'], corpus['Note']
+    rows = list(NoteVec.knn(corpus['query'], k=3)
+                .select(NoteVec.rowid, NoteVec.distance, Note.title)
+                .join(Note, on=(Note.id == NoteVec.rowid)))
+    assert all(isinstance(r, NoteVec) for r in rows)
+    assert rows[0].note.title == 'title %d' % (rows[0].rowid - 1)
+    assert rows[0].distance <= rows[1].distance
+    one = NoteVec.knn(corpus['query'], k=3).get()
+    assert one.course in ('ml', 'de', 'mlops', 'llm', 'rare')
+    assert one.embedding.shape == (8,)
+    as_dicts = list(NoteVec.knn(corpus['query'], k=2)
+                    .select(NoteVec.rowid, NoteVec.distance).dicts())
+    assert set(as_dicts[0]) == {'rowid', 'distance'}
+
+
+def test_k_above_vec0_limit_uses_an_exact_scan(corpus):
+    NoteVec, truth = corpus['NoteVec'], corpus['truth']
+    k = K_MAX + 904
+    rows = check(corpus, NoteVec.knn(corpus['query'], k=k),
+                 np.ones(N, bool), k)
+    assert len(rows) == k
+    mask = corpus['data']['year'] >= 2010
+    check(corpus, NoteVec.knn(corpus['query'], k=k)
+          .where((NoteVec.year >= 2010) & (NoteVec.distance < 0.9)),
+          mask & (truth < 0.9), k)
+    page = NoteVec.knn(corpus['query'], k=k).limit(3).offset(4500)
+    assert [r.rowid for r in page] == (np.argsort(truth)[4500:4503] +
+                                       1).tolist()
+
+
+def test_other_orderings_are_refused(corpus):
+    NoteVec = corpus['NoteVec']
+    with pytest.raises(ValueError, match='ordered by distance'):
+        list(NoteVec.knn(corpus['query']).order_by(NoteVec.year))
+    assert list(NoteVec.knn(corpus['query'], k=2)
+                .order_by(NoteVec.distance))
+
+
+def test_filter_on_unjoined_model_without_content_fails(db, corpus):
+    NoteVec, Tag = corpus['NoteVec'], corpus['Tag']
+    with pytest.raises(peewee.OperationalError):
+        list(NoteVec.knn(corpus['query']).where(Tag.name == 'x'))
