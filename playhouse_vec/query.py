@@ -140,7 +140,8 @@ class FilterPlan(object):
         self.own_terms = []        # Filters on the vec0 table itself.
         self.content_terms = []
         self.join_terms = []
-        for term in split_and(query._where):
+        self.terms = split_and(query._where)
+        for term in self.terms:
             self._sort(term)
 
     def _sort(self, term):
@@ -208,6 +209,21 @@ class FilterPlan(object):
                 term.op in (OP.EQ, OP.IN) and
                 (is_value(term.rhs) or isinstance(term.rhs, SelectQuery)))
 
+    def content_filter(self):
+        if self.content_terms:
+            return self.content.select(self.content._meta.primary_key).where(
+                reduce(operator.and_, self.content_terms))
+
+    def exact_filters(self, distance):
+        """The WHERE terms of an exact scan, where SQLite runs them all."""
+        unjoined = [] if self.content in self.joined else self.content_terms
+        where = [replace_node(term, self.model.distance, distance)
+                 for term in self.terms
+                 if not any(term is other for other in unjoined)]
+        if unjoined:
+            where.append(self.pk.in_(self.content_filter()))
+        return where
+
     def pk_filter(self):
         """One ``pk IN (...)`` term that applies every pre-filter, or None."""
         model, pk = self.model, self.pk
@@ -224,10 +240,7 @@ class FilterPlan(object):
                 [fn.json_each(json.dumps(values))], [SQL('value')]))
         selects = []
         if self.content_terms:
-            content_pk = self.content._meta.primary_key
-            selects.append(self.content
-                           .select(content_pk)
-                           .where(reduce(operator.and_, self.content_terms)))
+            selects.append(self.content_filter())
         own = self.own_terms + self.pk_terms + self.join_terms
         if own:
             query = ModelSelect(model, [pk])
@@ -341,8 +354,7 @@ class KNNSelect(ModelSelect):
             [field.element_type.typed(field), self._knn_vector])
         returning = [distance.alias('distance') if node is model.distance
                      else node for node in self._returning]
-        where = [replace_node(term, model.distance, distance)
-                 for term in split_and(self._where)]
+        where = FilterPlan(self).exact_filters(distance)
         return self._base_query(returning, where, [distance], limit=self.k)
 
     def compiled(self):

@@ -278,6 +278,7 @@ def test_limit_offset_get_first_and_paging(corpus):
     assert [r.rowid for r in knn.limit(50)] == order[:20].tolist()
     assert knn.get().rowid == order[0]
     assert knn.count() == 20
+    assert knn.scalar() == order[0]  # Peewee 4.4+ adds LIMIT 1 here.
     assert knn.first().rowid == order[0]  # first() sets LIMIT 1 on knn.
     assert knn.exists()
     # Without k, the LIMIT (plus OFFSET) sets it.
@@ -319,6 +320,9 @@ def test_k_above_vec0_limit_uses_an_exact_scan(corpus):
     check(corpus, NoteVec.knn(corpus['query'], k=k)
           .where((NoteVec.year >= 2010) & (NoteVec.distance < 0.9)),
           mask & (truth < 0.9), k)
+    rare = corpus['data']['course'] == 'rare'
+    check(corpus, NoteVec.knn(corpus['query'], k=k)
+          .where(corpus['Note'].course == 'rare'), rare, k)
     page = NoteVec.knn(corpus['query'], k=k).limit(3).offset(4500)
     assert [r.rowid for r in page] == (np.argsort(truth)[4500:4503] +
                                        1).tolist()
