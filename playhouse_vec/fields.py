@@ -222,8 +222,9 @@ class VectorField(Field):
         """A query vector as a SQL value tagged with this element type."""
         if isinstance(value, Node):
             return value
+        # converter=False: the bytes are checked here, not again on render.
         return self.element_type.typed(Value(self.to_bytes(value),
-                                             unpack=False))
+                                             converter=False, unpack=False))
 
     def _distance(self, metric, value):
         if metric not in self.element_type.metrics:
