@@ -142,7 +142,27 @@ class FilterPlan(object):
         self.join_terms = []
         self.terms = split_and(query._where)
         for term in self.terms:
-            self._sort(term)
+            for part in self._rewrite(term):
+                self._sort(part)
+
+    def _rewrite(self, term):
+        """Equivalent terms vec0 can run inside the KNN, where there are."""
+        column = self._column(term)
+        if column is not None and column.vtype == 'boolean':
+            term = Expression(term, OP.EQ, True)  # A bare boolean column.
+        if isinstance(term, Negated) and isinstance(term.node, Expression) \
+                and term.node.op in (OP.EQ, OP.NE):
+            inner = term.node
+            term = Expression(inner.lhs, OP.NE if inner.op == OP.EQ
+                              else OP.EQ, inner.rhs)
+        column = self._column(getattr(term, 'lhs', None))
+        if column is not None and term.op == OP.NOT_IN and \
+                column.role == 'metadata' and \
+                column.vtype in ('integer', 'text') and \
+                isinstance(term.rhs, (list, tuple)) and \
+                0 < len(term.rhs) <= 64 and is_value(term.rhs):
+            return [Expression(term.lhs, OP.NE, value) for value in term.rhs]
+        return [term]
 
     def _sort(self, term):
         model = self.model
