@@ -25,6 +25,7 @@ from peewee import Column
 from peewee import Expression
 from peewee import Field
 from peewee import Function
+from peewee import Join
 from peewee import ModelSelect
 from peewee import Negated
 from peewee import Node
@@ -71,28 +72,35 @@ def split_and(node):
     return [node]
 
 
-def models_in(node, found=None):
-    """The models (or _OTHER) whose columns an expression reads."""
-    found = set() if found is None else found
-    if isinstance(node, Field):
-        found.add(getattr(node, 'source', None) or node.model)
-    elif isinstance(node, Column):
-        found.add(node.source)
+def column_refs(node):
+    """Yield the columns (Field, Column) and raw SQL an expression reads."""
+    if isinstance(node, (Field, Column, SQL)):
+        yield node
     elif isinstance(node, Expression):
-        models_in(node.lhs, found)
-        models_in(node.rhs, found)
+        yield from column_refs(node.lhs)
+        yield from column_refs(node.rhs)
     elif isinstance(node, Function):
-        models_in(node.arguments, found)
+        yield from column_refs(node.arguments)
     elif isinstance(node, NodeList):
-        models_in(node.nodes, found)
+        yield from column_refs(node.nodes)
     elif isinstance(node, (list, tuple)):
         for item in node:
-            models_in(item, found)
+            yield from column_refs(item)
     elif isinstance(node, (WrappedNode, Ordering)):
-        models_in(node.node, found)
-    elif isinstance(node, SQL):
-        found.add(_OTHER)
+        yield from column_refs(node.node)
     # Values and independent subqueries read no outer columns.
+
+
+def models_in(node):
+    """The models (or _OTHER, for raw SQL) an expression reads from."""
+    found = set()
+    for ref in column_refs(node):
+        if isinstance(ref, Field):
+            found.add(getattr(ref, 'source', None) or ref.model)
+        elif isinstance(ref, Column):
+            found.add(ref.source)
+        else:
+            found.add(_OTHER)
     return found
 
 
@@ -124,9 +132,11 @@ class FilterPlan(object):
     """
     Sorts the WHERE terms of a KNN query by where they can run.
 
-    ``native`` terms stay next to MATCH; ``prefilters`` are SELECTs of
-    primary keys, intersected into a single ``pk IN (...)`` term; ``outer``
-    terms stay in the WHERE clause too (they filter joined rows).
+    ``native`` terms stay next to MATCH. Every other filter goes into
+    :meth:`pk_filter`, one ``pk IN (...)`` pre-filter that intersects the
+    primary keys each of them selects; filters that read joined tables stay
+    in the outer WHERE clause as well (``outer``), where they pick the
+    joined rows.
     """
     def __init__(self, query):
         self.query = query
@@ -151,7 +161,8 @@ class FilterPlan(object):
         if column is not None and column.vtype == 'boolean':
             term = Expression(term, OP.EQ, True)  # A bare boolean column.
         if isinstance(term, Negated) and isinstance(term.node, Expression) \
-                and term.node.op in (OP.EQ, OP.NE):
+                and term.node.op in (OP.EQ, OP.NE) and \
+                self._column(term.node.lhs) is not None:
             inner = term.node
             term = Expression(inner.lhs, OP.NE if inner.op == OP.EQ
                               else OP.EQ, inner.rhs)
@@ -167,7 +178,7 @@ class FilterPlan(object):
     def _sort(self, term):
         model = self.model
         models = models_in(term)
-        fields = _fields_in(term)
+        fields = [ref for ref in column_refs(term) if isinstance(ref, Field)]
         if any(f is model.k for f in fields):
             raise ValueError('k is set by knn(vector, k=...), not by a '
                              'filter.')
@@ -279,24 +290,6 @@ def _split_or(node):
     return [node]
 
 
-def _fields_in(node, found=None):
-    found = [] if found is None else found
-    if isinstance(node, Field):
-        found.append(node)
-    elif isinstance(node, Expression):
-        _fields_in(node.lhs, found)
-        _fields_in(node.rhs, found)
-    elif isinstance(node, Function):
-        for arg in node.arguments:
-            _fields_in(arg, found)
-    elif isinstance(node, NodeList):
-        for item in node.nodes:
-            _fields_in(item, found)
-    elif isinstance(node, WrappedNode):
-        _fields_in(node.node, found)
-    return found
-
-
 class KNNSelect(ModelSelect):
     """
     A ``ModelSelect`` of the k rows nearest to a query vector.
@@ -317,10 +310,10 @@ class KNNSelect(ModelSelect):
         self._knn_k = k
 
     def joined_models(self):
+        """The models in the FROM clause, joins included."""
         found = set()
-        models_in(list(self._from_list), found)
-        for node in self._from_list:
-            _collect_join_sources(node, found)
+        for item in self._from_list:
+            _collect_sources(item, found)
         return found
 
     @property
@@ -398,13 +391,9 @@ class KNNSelect(ModelSelect):
         return ctx.sql(self.compiled())
 
 
-def _collect_join_sources(node, found):
-    lhs = getattr(node, 'lhs', None)
-    rhs = getattr(node, 'rest', None)
-    for side in (lhs, rhs):
-        if side is None:
-            continue
-        if isinstance(side, type) or hasattr(side, '_meta'):
-            found.add(side)
-        else:
-            _collect_join_sources(side, found)
+def _collect_sources(node, found):
+    if isinstance(node, Join):
+        _collect_sources(node.lhs, found)
+        _collect_sources(node.rhs, found)
+    else:
+        found.add(node)
