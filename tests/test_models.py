@@ -260,3 +260,14 @@ def test_int8_and_bit_columns_are_written_typed(db, rng):
     np.testing.assert_array_equal(Multi.get_by_id(2).codes, codes[1])
     with pytest.raises(ValueError, match='several vector columns'):
         Multi.knn(query)
+
+
+def test_sql_values_that_cannot_be_checked_are_rolled_back(db, Note):
+    # An SQL expression is only evaluated by SQLite; when it yields NULL,
+    # vec0 keeps a partial row inside an open transaction unless the insert
+    # runs in its own savepoint.
+    with db.atomic():
+        with pytest.raises(peewee.DatabaseError, match='NULL'):
+            Note.insert(embedding=[1, 0, 0], course=peewee.SQL('NULL'),
+                        year=1).execute()
+    assert stored(db) == []
