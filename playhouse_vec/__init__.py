@@ -3,12 +3,15 @@ playhouse_vec: vector search for Peewee models on SQLite, with sqlite-vec.
 
 Public API::
 
-    from playhouse_vec import VecModel, VectorField, register_database
+    from playhouse_vec import VecModel, VectorField, FTSModel, SearchField
 """
 from playhouse_vec.database import register_database
 from playhouse_vec.fields import VectorField
+from playhouse_vec.fts import FTSModel
+from playhouse_vec.fts import SearchField
 from playhouse_vec.models import VecModel
 from playhouse_vec.query import KNNSelect
 
 __version__ = '0.1.0'
-__all__ = ['KNNSelect', 'VecModel', 'VectorField', 'register_database']
+__all__ = ['FTSModel', 'KNNSelect', 'SearchField', 'VecModel', 'VectorField',
+           'register_database']

@@ -110,6 +110,8 @@ def register_database(database):
     def _add_conn_hooks(conn):
         add_conn_hooks(conn)
         load_sqlite_vec(conn)
+        if getattr(database, '_vec_recursive_triggers', False):
+            conn.execute('PRAGMA recursive_triggers = ON')
 
     # Peewee has no public per-connection hook; wrapping the instance's
     # own hook keeps the user's database class and settings untouched.
@@ -121,6 +123,21 @@ def register_database(database):
     if not database.is_closed() and not _has_sqlite_vec(database):
         load_sqlite_vec(database.connection())
     return database
+
+
+def require_recursive_triggers(database):
+    """
+    Turn on ``PRAGMA recursive_triggers`` for every connection.
+
+    Index-sync triggers need it: without it, a REPLACE on the content table
+    deletes the old row without firing its DELETE triggers.
+    """
+    register_database(database)
+    database._vec_recursive_triggers = True
+    if hasattr(database, 'close_idle'):
+        database.close_idle()
+    if not database.is_closed():
+        database.execute_sql('PRAGMA recursive_triggers = ON')
 
 
 def _has_sqlite_vec(database):

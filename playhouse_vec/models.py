@@ -41,6 +41,10 @@ from playhouse_vec.database import atomic
 from playhouse_vec.database import register_database
 from playhouse_vec.fields import VectorField
 from playhouse_vec.query import KNNSelect
+from playhouse_vec.sync import compare_keys
+from playhouse_vec.sync import drop_triggers
+from playhouse_vec.sync import install_vec_triggers
+from playhouse_vec.sync import vec_trigger_names
 
 
 IDENTIFIER = re.compile(r'^[A-Za-z_][A-Za-z0-9_]*$')
@@ -261,7 +265,23 @@ class VecTable(object):
 
 
 class VecSchemaManager(VirtualTableSchemaManager):
-    """Writes vec0 DDL: bare names, vec0 types and roles, chunk_size."""
+    """Writes vec0 DDL: bare names, vec0 types and roles, chunk_size.
+
+    With ``Meta.content``, a trigger deletes a vector when its content
+    row is deleted."""
+    def create_table(self, safe=True, **options):
+        content = self.model._meta.content
+        if content is not None:
+            content.create_table(safe=True)
+        super(VecSchemaManager, self).create_table(safe, **options)
+        if content is not None:
+            install_vec_triggers(self.model)
+
+    def drop_table(self, safe=True, **options):
+        drop_triggers(self.model._meta.database,
+                      vec_trigger_names(self.model))
+        super(VecSchemaManager, self).drop_table(safe, **options)
+
     def _create_virtual_table(self, safe=True, **options):
         ctx = self._create_context()
         ctx.literal('CREATE VIRTUAL TABLE ')
@@ -368,6 +388,19 @@ class VecModel(VirtualModel):
             raise ValueError('%r is not a vector column of %s.' % (
                 field, cls.__name__))
         return KNNSelect(cls, field, vector, k)
+
+    @classmethod
+    def check_index(cls):
+        """Compare the vectors with the content model (an IndexReport of
+        content keys without a vector and vectors without content)."""
+        content = cls._meta.content
+        if content is None:
+            raise ImproperlyConfigured('%s has no Meta.content to check '
+                                       'against.' % cls.__name__)
+        pk = cls._meta.primary_key
+        return compare_keys(cls.__name__,
+                            content.select(content._meta.primary_key),
+                            cls.select(pk))
 
     @classmethod
     def _rows(cls, rows, fields=None):

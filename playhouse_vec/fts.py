@@ -1,0 +1,253 @@
+"""
+FTSModel: an SQLite FTS5 full-text index that follows a content model.
+
+This is an **FTS5** model, built on Peewee's ``FTS5Model`` (in Peewee,
+the name ``FTSModel`` means FTS3/4). The text is stored once, in the
+content model; triggers keep the index in step with every write::
+
+    class NoteFTS(FTSModel):
+        title = SearchField()
+        body = SearchField()
+
+        class Meta:
+            database = db
+            content = Note                 # external content: Note.title...
+
+    db.create_tables([Note, NoteFTS])
+    for note in NoteFTS.search('how do I install?', k=5,
+                               weights={'title': 3.0}):
+        print(note.title, note.score)      # Note instances, best first
+"""
+import re
+
+from peewee import ImproperlyConfigured
+from peewee import SQL
+from peewee import fn
+from playhouse.sqlite_ext import FTS5Model
+from playhouse.sqlite_ext import SearchField
+from playhouse.sqlite_ext import VirtualTableSchemaManager
+
+from playhouse_vec.database import register_database
+from playhouse_vec.sync import IndexReport
+from playhouse_vec.sync import compare_keys
+from playhouse_vec.sync import drop_triggers
+from playhouse_vec.sync import fts_trigger_names
+from playhouse_vec.sync import install_fts_triggers
+from playhouse_vec.sync import shadow_table
+
+
+# Letters and digits only: every such run is at least one token for the
+# unicode61 tokenizer (and porter on top of it), and needs no escaping.
+WORD = re.compile(r'[^\W_]+')
+DEFAULT_TOKENIZE = 'porter unicode61 remove_diacritics 2'
+
+
+def text_query(text, operator='OR', stopwords=()):
+    """
+    Turn what a person typed into an FTS5 query that always parses.
+
+    Each word becomes a quoted string, joined by ``operator`` (``'OR'``:
+    any word may match, bm25 ranks documents with more and rarer words
+    first; ``'AND'``: every word must match). Returns None when the text
+    has no words::
+
+        >>> text_query('C++ "unbalanced NEAR(')
+        '"C" OR "unbalanced" OR "NEAR"'
+    """
+    if operator not in ('OR', 'AND'):
+        raise ValueError("operator must be 'OR' or 'AND', got %r."
+                         % (operator,))
+    words = [w for w in WORD.findall(text or '')
+             if w.lower() not in stopwords]
+    if not words:
+        return None
+    seen = []
+    for word in words:
+        if word.lower() not in seen:
+            seen.append(word.lower())
+    return (' %s ' % operator).join('"%s"' % word for word in seen)
+
+
+class FTSSchemaManager(VirtualTableSchemaManager):
+    """Creates the FTS5 table with its sync triggers; drops both."""
+    def create_table(self, safe=True, **options):
+        model = self.model
+        content = model._meta.content
+        existed = model.table_exists()
+        if content is not None:
+            content.create_table(safe=True)
+        super(FTSSchemaManager, self).create_table(safe, **options)
+        if content is not None:
+            install_fts_triggers(model, model.content_columns())
+            if not existed:
+                model.rebuild()  # Index what the content table holds.
+
+    def drop_table(self, safe=True, **options):
+        drop_triggers(self.model._meta.database,
+                      fts_trigger_names(self.model))
+        super(FTSSchemaManager, self).drop_table(safe, **options)
+
+
+class FTSModel(FTS5Model):
+    """
+    An FTS5 full-text index, usually over a content model.
+
+    Declare one ``SearchField`` per indexed column of the content model
+    (same names). ``Meta`` options: ``content`` (the content model),
+    ``tokenize`` (default ``'porter unicode61 remove_diacritics 2'``:
+    English stemming; use ``'unicode61 remove_diacritics 2'`` for other
+    languages), ``prefix`` (prefix-index lengths) and ``weights`` (default
+    bm25 weights per field, e.g. ``{'title': 2.0}``).
+
+    :meth:`search` takes text as a person types it; :meth:`search_raw`
+    takes FTS5 query syntax.
+    """
+    class Meta:
+        schema_manager_class = FTSSchemaManager
+        content = None
+        tokenize = DEFAULT_TOKENIZE
+        prefix = None
+        weights = None
+
+    @classmethod
+    def validate_model(cls):
+        FTS5Model.validate_model.__func__(cls)
+        content = cls._meta.content
+        if content is None:
+            return
+        columns = content._meta.columns
+        for field in cls._search_fields():
+            if field.column_name not in columns:
+                raise ImproperlyConfigured(
+                    '%s.%s has no column %r in its content model %s; name '
+                    'each SearchField after a column of %s.' % (
+                        cls.__name__, field.name, field.column_name,
+                        content.__name__, content.__name__))
+        register_database(cls._meta.database)
+
+    @classmethod
+    def clean_options(cls, options):
+        meta = cls._meta
+        options = dict(options)
+        if meta.content is not None:
+            options.setdefault('content', meta.content)
+            options.setdefault(
+                'content_rowid', meta.content._meta.primary_key.column_name)
+        if meta.tokenize:
+            options.setdefault('tokenize', meta.tokenize)
+        if meta.prefix:
+            options.setdefault('prefix', meta.prefix)
+        return super(FTSModel, cls).clean_options(options)
+
+    @classmethod
+    def _search_fields(cls):
+        return [f for f in cls._meta.sorted_fields
+                if isinstance(f, SearchField)]
+
+    @classmethod
+    def content_columns(cls):
+        """The content columns the index holds, in FTS column order."""
+        return [f.column_name for f in cls._search_fields()]
+
+    @classmethod
+    def weight_list(cls, weights=None):
+        """bm25 weights, one per column, from a dict by field or name."""
+        weights = cls._meta.weights if weights is None else weights
+        fields = cls._search_fields()
+        if not weights:
+            return [1.0] * len(fields)
+        if isinstance(weights, dict):
+            names = set(f.name for f in fields)
+            unknown = [k for k in weights if getattr(k, 'name', k)
+                       not in names]
+            if unknown:
+                raise ValueError('%s has no search field %s.' % (
+                    cls.__name__, ', '.join(map(repr, unknown))))
+            return [float(weights.get(f, weights.get(f.name, 1.0)))
+                    for f in fields]
+        weights = [float(w) for w in weights]
+        if len(weights) != len(fields):
+            raise ValueError('%s needs %d weights, got %d.' % (
+                cls.__name__, len(fields), len(weights)))
+        return weights
+
+    @classmethod
+    def search(cls, text, k=10, weights=None, operator='OR', snippet=None,
+               highlight=None, stopwords=()):
+        """
+        Search with text as a person types it; it never raises an FTS5
+        syntax error. Returns content-model instances (FTS rows without a
+        content model), best first, each with ``score`` (higher is better)
+        and, if asked for, ``snippet`` / ``highlight``. Filters on the
+        content model added with ``.where()`` apply before the top-k::
+
+            NoteFTS.search('install peewee', k=5).where(Note.course == 'ml')
+
+        :param weights: bm25 weight per field, e.g. ``{'title': 3.0}``.
+        :param operator: ``'OR'`` (any word) or ``'AND'`` (every word).
+        :param snippet: ``True`` (best column) or a field name.
+        :param highlight: a field name.
+        """
+        return cls._search(text_query(text, operator, stopwords), k,
+                           weights, snippet, highlight)
+
+    @classmethod
+    def search_raw(cls, query, k=10, weights=None, snippet=None,
+                   highlight=None):
+        """
+        Search with an FTS5 query (phrases, NEAR, AND/OR/NOT, prefix*,
+        column filters), for power users; invalid syntax raises
+        ``OperationalError``::
+
+            NoteFTS.search_raw('title:install AND pip*')
+        """
+        return cls._search(query, k, weights, snippet, highlight)
+
+    @classmethod
+    def _search(cls, query, k, weights, snippet, highlight):
+        rank = cls.bm25(*cls.weight_list(weights))
+        columns = [(rank * -1).alias('score')]
+        if snippet is True:  # The column that matches best.
+            columns.append(fn.snippet(cls._meta.entity, -1, '[', ']', '...',
+                                      16).alias('snippet'))
+        elif snippet is not None:
+            columns.append(cls._meta.fields[snippet]
+                           .snippet('[', ']').alias('snippet'))
+        if highlight is not None:
+            columns.append(cls._meta.fields[highlight]
+                           .highlight('[', ']').alias('highlight'))
+        content = cls._meta.content
+        if content is None:
+            select = cls.select(cls, *columns)
+        else:
+            select = (content
+                      .select(content, *columns)
+                      .join(cls, on=(cls.rowid ==
+                                     content._meta.primary_key)))
+        match = cls.match(query) if query else SQL('0')
+        return select.where(match).order_by(rank).limit(k)
+
+    @classmethod
+    def check_index(cls):
+        """Compare the index with its content model (an IndexReport).
+
+        ``missing``/``extra`` list rowids the index lacks or holds without
+        content; ``stale`` means indexed text differs from the content.
+        """
+        content = cls._meta.content
+        if content is None:
+            raise ImproperlyConfigured('%s has no content model to check '
+                                       'against.' % cls.__name__)
+        docsize = shadow_table(cls, '_docsize', ('id',))
+        report = compare_keys(cls.__name__,
+                              content.select(content._meta.primary_key),
+                              docsize.select(docsize.id))
+        if report.ok:
+            try:
+                cls.integrity_check(rank=1)
+            except Exception:
+                report.stale = True
+        return report
+
+
+__all__ = ['FTSModel', 'IndexReport', 'SearchField', 'text_query']
