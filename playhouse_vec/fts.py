@@ -21,6 +21,8 @@ content model; triggers keep the index in step with every write::
 import re
 
 from peewee import ImproperlyConfigured
+from peewee import JOIN
+from peewee import Join
 from peewee import SQL
 from peewee import fn
 from playhouse.sqlite_ext import FTS5Model
@@ -40,32 +42,38 @@ from playhouse_vec.sync import shadow_table
 # unicode61 tokenizer (and porter on top of it), and needs no escaping.
 WORD = re.compile(r'[^\W_]+')
 DEFAULT_TOKENIZE = 'porter unicode61 remove_diacritics 2'
+# Function words of English questions ("how do I ..."), which match most
+# documents and only add noise and time to an OR query.
+ENGLISH_STOPWORDS = frozenset("""
+a about after all also am an and any are as at be been before being but by
+can could did do does doing for from had has have having how i if in into is
+it its just me my of on or our should so some than that the their them then
+there these they this those to too us was we were what when where which who
+whom why will with would you your
+""".split())
 
 
 def text_query(text, operator='OR', stopwords=()):
     """
     Turn what a person typed into an FTS5 query that always parses.
 
-    Each word becomes a quoted string, joined by ``operator`` (``'OR'``:
-    any word may match, bm25 ranks documents with more and rarer words
-    first; ``'AND'``: every word must match). Returns None when the text
-    has no words::
+    Each distinct word becomes a quoted string, joined by ``operator``
+    (``'OR'``: any word may match and bm25 ranks documents with more and
+    rarer words first; ``'AND'``: every word must match). Words in
+    ``stopwords`` are left out, unless nothing else is left. Returns None
+    when the text has no words::
 
         >>> text_query('C++ "unbalanced NEAR(')
-        '"C" OR "unbalanced" OR "NEAR"'
+        '"c" OR "unbalanced" OR "near"'
     """
     if operator not in ('OR', 'AND'):
         raise ValueError("operator must be 'OR' or 'AND', got %r."
                          % (operator,))
-    words = [w for w in WORD.findall(text or '')
-             if w.lower() not in stopwords]
+    words = list(dict.fromkeys(w.lower() for w in WORD.findall(text or '')))
+    words = [w for w in words if w not in stopwords] or words
     if not words:
         return None
-    seen = []
-    for word in words:
-        if word.lower() not in seen:
-            seen.append(word.lower())
-    return (' %s ' % operator).join('"%s"' % word for word in seen)
+    return (' %s ' % operator).join('"%s"' % word for word in words)
 
 
 class FTSSchemaManager(VirtualTableSchemaManager):
@@ -96,8 +104,10 @@ class FTSModel(FTS5Model):
     (same names). ``Meta`` options: ``content`` (the content model),
     ``tokenize`` (default ``'porter unicode61 remove_diacritics 2'``:
     English stemming; use ``'unicode61 remove_diacritics 2'`` for other
-    languages), ``prefix`` (prefix-index lengths) and ``weights`` (default
-    bm25 weights per field, e.g. ``{'title': 2.0}``).
+    languages), ``prefix`` (prefix-index lengths), ``weights`` (default
+    bm25 weights per field, e.g. ``{'title': 2.0}``) and ``stopwords``
+    (words :meth:`search` leaves out of a query; English function words
+    by default, ``()`` for none).
 
     :meth:`search` takes text as a person types it; :meth:`search_raw`
     takes FTS5 query syntax.
@@ -108,6 +118,7 @@ class FTSModel(FTS5Model):
         tokenize = DEFAULT_TOKENIZE
         prefix = None
         weights = None
+        stopwords = ENGLISH_STOPWORDS
 
     @classmethod
     def validate_model(cls):
@@ -173,7 +184,7 @@ class FTSModel(FTS5Model):
 
     @classmethod
     def search(cls, text, k=10, weights=None, operator='OR', snippet=None,
-               highlight=None, stopwords=()):
+               highlight=None, stopwords=None):
         """
         Search with text as a person types it; it never raises an FTS5
         syntax error. Returns content-model instances (FTS rows without a
@@ -187,7 +198,10 @@ class FTSModel(FTS5Model):
         :param operator: ``'OR'`` (any word) or ``'AND'`` (every word).
         :param snippet: ``True`` (best column) or a field name.
         :param highlight: a field name.
+        :param stopwords: words to leave out (default ``Meta.stopwords``).
         """
+        if stopwords is None:
+            stopwords = cls._meta.stopwords or ()
         return cls._search(text_query(text, operator, stopwords), k,
                            weights, snippet, highlight)
 
@@ -220,10 +234,13 @@ class FTSModel(FTS5Model):
         if content is None:
             select = cls.select(cls, *columns)
         else:
+            # CROSS JOIN keeps the index as the outer loop: otherwise SQLite
+            # may walk the content rows (say, by a course index) and run
+            # the MATCH once per row.
             select = (content
                       .select(content, *columns)
-                      .join(cls, on=(cls.rowid ==
-                                     content._meta.primary_key)))
+                      .from_(Join(cls, content, JOIN.CROSS, on=(
+                          content._meta.primary_key == cls.rowid))))
         match = cls.match(query) if query else SQL('0')
         return select.where(match).order_by(rank).limit(k)
 
