@@ -9,9 +9,10 @@ from playhouse_vec.database import register_database
 from playhouse_vec.fields import VectorField
 from playhouse_vec.fts import FTSModel
 from playhouse_vec.fts import SearchField
+from playhouse_vec.hybrid import hybrid_search
 from playhouse_vec.models import VecModel
 from playhouse_vec.query import KNNSelect
 
 __version__ = '0.1.0'
 __all__ = ['FTSModel', 'KNNSelect', 'SearchField', 'VecModel', 'VectorField',
-           'register_database']
+           'hybrid_search', 'register_database']

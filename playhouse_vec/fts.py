@@ -232,8 +232,9 @@ class FTSModel(FTS5Model):
                            .highlight('[', ']').alias('highlight'))
         content = cls._meta.content
         if content is None:
-            select = cls.select(cls, *columns)
+            select, key = cls.select(cls, *columns), cls.rowid
         else:
+            key = content._meta.primary_key
             # CROSS JOIN keeps the index as the outer loop: otherwise SQLite
             # may walk the content rows (say, by a course index) and run
             # the MATCH once per row.
@@ -242,7 +243,7 @@ class FTSModel(FTS5Model):
                       .from_(Join(cls, content, JOIN.CROSS, on=(
                           content._meta.primary_key == cls.rowid))))
         match = cls.match(query) if query else SQL('0')
-        return select.where(match).order_by(rank).limit(k)
+        return select.where(match).order_by(rank, key).limit(k)
 
     @classmethod
     def check_index(cls):

@@ -388,7 +388,15 @@ class KNNSelect(ModelSelect):
         return outer
 
     def __sql__(self, ctx):
-        return ctx.sql(self.compiled())
+        return ctx.sql(compiled_with_alias(self))
+
+
+def compiled_with_alias(query):
+    """A query's compiled() form, keeping the alias given to the query."""
+    compiled = query.compiled()
+    if query._alias:
+        compiled = compiled.alias(query._alias)
+    return compiled
 
 
 def _collect_sources(node, found):

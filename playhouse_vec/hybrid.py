@@ -1,0 +1,208 @@
+"""
+hybrid_search: vector and full-text search fused in one SELECT.
+
+Each leg ranks its own candidates in a MATERIALIZED CTE (``ROW_NUMBER()
+OVER (...)``); the fusion is a ``UNION ALL`` of per-leg parts summed with
+``GROUP BY``, so it runs on SQLite without FULL OUTER JOIN::
+
+    results = hybrid_search(NoteVec, NoteFTS, text='install peewee',
+                            vector=query_vector, k=10)
+    for note in results.where(Note.course == 'ml'):   # filters both legs
+        print(note.title, note.score, note.vec_rank, note.fts_rank)
+"""
+import numbers
+
+from peewee import SQL
+from peewee import Case
+from peewee import JOIN
+from peewee import ModelSelect
+from peewee import Select
+from peewee import Value
+from peewee import fn
+
+from playhouse_vec.query import compiled_with_alias
+from playhouse_vec.query import models_in
+from playhouse_vec.query import split_and
+
+
+FUSIONS = ('rrf', 'minmax')
+EXTRA_COLUMNS = ('score', 'vec_rank', 'fts_rank', 'distance', 'bm25')
+
+
+class HybridSelect(ModelSelect):
+    """
+    Content-model rows ranked by fused vector and full-text scores.
+
+    Returned by :func:`hybrid_search`. ``.where()`` filters on the content
+    model are applied inside both legs, before each leg's top candidates
+    are taken; ``.limit()`` / ``.offset()`` page through the fused list.
+    Each row has ``score``, ``vec_rank``, ``fts_rank``, ``distance`` and
+    ``bm25`` (None where the row came from one leg only).
+    """
+    def __init__(self, content, vec_model, fts_model, text, vector, k,
+                 depth, rrf_k, weights, fusion, operator):
+        # The content fields, then the fused columns, in compiled() order.
+        super(HybridSelect, self).__init__(
+            content, list(content._meta.sorted_fields) +
+            [SQL(name) for name in EXTRA_COLUMNS])
+        self._hybrid = dict(vec_model=vec_model, fts_model=fts_model,
+                            text=text, vector=vector, depth=depth,
+                            rrf_k=float(rrf_k), weights=weights,
+                            fusion=fusion, operator=operator)
+        self._limit = k
+
+    def _filters(self):
+        content = self.model
+        terms = split_and(self._where)
+        for term in terms:
+            if not models_in(term) <= {content}:
+                raise ValueError(
+                    'hybrid_search filters must be on the content model %s '
+                    '(they run inside both legs); got %s.' % (
+                        content.__name__, term))
+        return terms
+
+    def _vec_leg(self, filters):
+        h = self._hybrid
+        vec = h['vec_model']
+        hits = vec.knn(h['vector'], k=h['depth'])
+        for term in filters:
+            hits = hits.where(term)
+        hits = hits.select(vec._meta.primary_key.alias('doc_id'),
+                           vec.distance.alias('distance'))
+        return self._ranked('vec_leg', hits, 'distance')
+
+    def _fts_leg(self, filters):
+        h = self._hybrid
+        fts = h['fts_model']
+        hits = fts.search(h['text'], k=h['depth'], operator=h['operator'])
+        for term in filters:
+            hits = hits.where(term)
+        hits = hits.select(fts.rowid.alias('doc_id'),
+                           fts.bm25(*fts.weight_list()).alias('bm25'))
+        return self._ranked('fts_leg', hits, 'bm25')
+
+    def _ranked(self, name, hits, score):
+        """A leg's hits (lower ``score`` is better) with their rank and,
+        for min-max fusion, the score scaled to [0, 1] (1 = best).
+
+        The ranking runs outside the hits query: vec0 refuses another
+        ORDER BY next to its KNN, and bm25() cannot run inside a window.
+        """
+        hits = hits.alias('hits')
+        value, key = getattr(hits.c, score), hits.c.doc_id
+        columns = [key, value,
+                   fn.ROW_NUMBER().over(order_by=[value, key]).alias('rnk')]
+        if self._hybrid['fusion'] == 'minmax':
+            low, high = fn.MIN(value).over(), fn.MAX(value).over()
+            columns.append(_normalise(high - value, high - low)
+                           .alias('norm'))
+        return Select([hits], columns).cte(name, materialized=True)
+
+    def compiled(self):
+        """The plain query this hybrid search runs as."""
+        h = self._hybrid
+        content = self.model
+        filters = self._filters()
+        legs, parts = [], []
+        for name, build, present in (
+                ('vec', self._vec_leg, h['vector'] is not None),
+                ('fts', self._fts_leg, h['text'] is not None)):
+            if not present:
+                legs.append(None)
+                continue
+            leg = build(filters)
+            weight = Value(float(h['weights'][name]))
+            if h['fusion'] == 'rrf':
+                part = weight / (Value(h['rrf_k']) + leg.c.rnk)
+            else:
+                part = weight * leg.c.norm
+            legs.append(leg)
+            parts.append(Select([leg], [leg.c.doc_id, part.alias('part')]))
+        vec_leg, fts_leg = legs
+        union = parts[0]
+        for part in parts[1:]:
+            union = union.union_all(part)
+        union = union.cte('fused_parts')
+        fused = (Select([union], [union.c.doc_id,
+                                  fn.SUM(union.c.part).alias('score')])
+                 .group_by(union.c.doc_id)
+                 .cte('fused'))
+        pk = content._meta.primary_key
+        extra = {'score': fused.c.score}
+        query = (content
+                 .select()
+                 .from_(fused)
+                 .join(content, on=(pk == fused.c.doc_id)))
+        for leg, rank, value in ((vec_leg, 'vec_rank', 'distance'),
+                                 (fts_leg, 'fts_rank', 'bm25')):
+            if leg is None:
+                extra[rank] = extra[value] = SQL('NULL')
+                continue
+            query = query.join(leg, JOIN.LEFT_OUTER,
+                               on=(leg.c.doc_id == fused.c.doc_id))
+            extra[rank] = leg.c.rnk
+            extra[value] = getattr(leg.c, value)
+        query._returning = list(content._meta.sorted_fields) + [
+            extra[name].alias(name) for name in EXTRA_COLUMNS]
+        query._cte_list = [leg for leg in legs if leg is not None] + [
+            union, fused]
+        query._order_by = [fused.c.score.desc(), pk]
+        query._limit, query._offset = self._limit, self._offset
+        return query
+
+    def __sql__(self, ctx):
+        return ctx.sql(compiled_with_alias(self))
+
+
+def _normalise(value, spread):
+    """value / spread, or 1.0 where every candidate scored the same."""
+    return Case(None, [(spread > 0, value / spread)], Value(1.0))
+
+
+def hybrid_search(vec_model, fts_model, text=None, vector=None, k=10,
+                  depth=None, rrf_k=60, weights=None, fusion='rrf',
+                  operator='OR'):
+    """
+    Rank content rows by vector similarity and full-text relevance at once.
+
+    :param vec_model: a VecModel with ``Meta.content``.
+    :param fts_model: an FTSModel over the same content model.
+    :param text: the search text (the full-text leg); None skips the leg.
+    :param vector: the query vector (the vector leg); None skips the leg.
+    :param k: rows to return.
+    :param depth: candidates each leg contributes (default ``max(k, 40)``).
+    :param rrf_k: the Reciprocal Rank Fusion constant (default 60).
+    :param weights: ``{'vec': 1.0, 'fts': 1.0}``, floats.
+    :param fusion: ``'rrf'`` (rank fusion) or ``'minmax'`` (a weighted sum
+        of each leg's scores scaled to [0, 1] over its candidates).
+    :returns: a :class:`HybridSelect` of content-model instances.
+    """
+    content = vec_model._meta.content
+    if content is None or fts_model._meta.content is not content:
+        raise ValueError(
+            'hybrid_search needs a VecModel and an FTSModel with the same '
+            'Meta.content; got %s and %s.' % (
+                getattr(content, '__name__', None),
+                getattr(fts_model._meta.content, '__name__', None)))
+    if text is None and vector is None:
+        raise ValueError('hybrid_search needs text, vector, or both.')
+    if fusion not in FUSIONS:
+        raise ValueError('fusion must be one of %s, got %r.' % (
+            ', '.join(FUSIONS), fusion))
+    for name, value in (('k', k), ('depth', depth)):
+        if value is not None and (not isinstance(value, numbers.Integral)
+                                  or value < 1):
+            raise ValueError('%s must be a positive integer, got %r.' % (
+                name, value))
+    merged = {'vec': 1.0, 'fts': 1.0}
+    for name, value in (weights or {}).items():
+        if name not in merged:
+            raise ValueError("weights keys are 'vec' and 'fts', got %r."
+                             % (name,))
+        merged[name] = float(value)
+    if vector is not None:
+        vector = vec_model._vec.vectors[0].to_bytes(vector) \
+            if not isinstance(vector, bytes) else vector
+    return HybridSelect(content, vec_model, fts_model, text, vector, k,
+                        depth or max(k, 40), rrf_k, merged, fusion, operator)

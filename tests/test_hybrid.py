@@ -1,0 +1,222 @@
+import numpy as np
+import pytest
+from hypothesis import HealthCheck
+from hypothesis import given
+from hypothesis import settings
+from hypothesis import strategies as st
+from peewee import IntegerField
+from peewee import Model
+from peewee import TextField
+
+from playhouse_vec import FTSModel
+from playhouse_vec import SearchField
+from playhouse_vec import VecModel
+from playhouse_vec import VectorField
+from playhouse_vec import hybrid_search
+
+from conftest import new_database
+
+WORDS = ['install', 'peewee', 'vector', 'query', 'join', 'pip', 'index',
+         'sqlite', 'course', 'docker', 'python', 'model']
+
+
+def make(db, dims=4):
+    class Note(Model):
+        title = TextField()
+        group = IntegerField()
+
+        class Meta:
+            database = db
+
+    class NoteFTS(FTSModel):
+        title = SearchField()
+
+        class Meta:
+            database = db
+            content = Note
+            stopwords = ()
+
+    class NoteVec(VecModel):
+        embedding = VectorField(dims, metric='cosine')
+
+        class Meta:
+            database = db
+            content = Note
+
+    db.create_tables([Note, NoteFTS, NoteVec])
+    return Note, NoteFTS, NoteVec
+
+
+def fill(models, rng, n, dims=4):
+    Note, _, NoteVec = models
+    for i in range(n):
+        words = rng.choice(WORDS, size=rng.integers(1, 6))
+        note = Note.create(title=' '.join(words), group=int(i % 3))
+        NoteVec.create(rowid=note.id, embedding=rng.normal(size=dims))
+
+
+def python_fusion(legs, weights, rrf_k, fusion):
+    """Reference fusion over each leg's own (id, lower-is-better) list."""
+    scores = {}
+    for name, hits in legs.items():
+        hits = sorted(hits, key=lambda hit: (hit[1], hit[0]))
+        values = [value for _, value in hits]
+        for rank, (doc_id, value) in enumerate(hits, 1):
+            if fusion == 'rrf':
+                part = weights[name] / (rrf_k + rank)
+            else:
+                spread = max(values) - min(values)
+                part = weights[name] * ((max(values) - value) / spread
+                                        if spread > 0 else 1.0)
+            scores[doc_id] = scores.get(doc_id, 0.0) + part
+    return scores
+
+
+def leg_hits(models, text, vector, depth, group):
+    Note, NoteFTS, NoteVec = models
+    legs = {}
+    if vector is not None:
+        query = NoteVec.knn(vector, k=depth)
+        if group is not None:
+            query = query.where(Note.group == group)
+        legs['vec'] = [(r.rowid, r.distance) for r in query]
+    if text is not None:
+        query = NoteFTS.search(text, k=depth).select(
+            Note.id, NoteFTS.bm25().alias('b'))
+        if group is not None:
+            query = query.where(Note.group == group)
+        legs['fts'] = [(r.id, r.b) for r in query]
+    return legs
+
+
+@settings(max_examples=60, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 2 ** 32 - 1), n=st.integers(1, 80),
+       k=st.integers(1, 15), depth=st.integers(1, 30),
+       rrf_k=st.sampled_from([1, 10, 60]),
+       weights=st.sampled_from([(1, 1), (1, 2), (0.3, 1.7), (2, 0)]),
+       fusion=st.sampled_from(['rrf', 'minmax']),
+       legs=st.sampled_from(['both', 'text', 'vector']),
+       group=st.sampled_from([None, 0, 2]))
+def test_fused_order_equals_python_fusion(seed, n, k, depth, rrf_k, weights,
+                                          fusion, legs, group):
+    rng = np.random.default_rng(seed)
+    db = new_database()
+    models = make(db)
+    fill(models, rng, n)
+    Note = models[0]
+    text = ' '.join(rng.choice(WORDS, 2)) if legs != 'vector' else None
+    vector = rng.normal(size=4) if legs != 'text' else None
+    weight_map = {'vec': weights[0], 'fts': weights[1]}
+    query = hybrid_search(models[2], models[1], text=text, vector=vector,
+                          k=k, depth=depth, rrf_k=rrf_k, weights=weight_map,
+                          fusion=fusion)
+    if group is not None:
+        query = query.where(Note.group == group)
+    rows = list(query)
+    scores = python_fusion(leg_hits(models, text, vector, depth, group),
+                           weight_map, rrf_k, fusion)
+    expected = sorted(scores.items(), key=lambda item: (-item[1], item[0]))
+    assert len(rows) == min(k, len(expected))
+    np.testing.assert_allclose([r.score for r in rows],
+                               [s for _, s in expected[:k]], rtol=1e-9)
+    # Both sides break score ties by id, so the orders match exactly.
+    assert [r.id for r in rows] == [i for i, _ in expected[:k]]
+    for row in rows:
+        assert row.group == group if group is not None else True
+    db.close()
+
+
+@pytest.fixture
+def models(db):
+    models = make(db)
+    fill(models, np.random.default_rng(3), 200)
+    return models
+
+
+def test_rows_carry_scores_ranks_and_leg_values(models):
+    Note, NoteFTS, NoteVec = models
+    rows = list(hybrid_search(NoteVec, NoteFTS, text='docker python',
+                              vector=[1, 0, 0, 0], k=10))
+    assert len(rows) == 10 and all(isinstance(r, Note) for r in rows)
+    assert [r.score for r in rows] == sorted((r.score for r in rows),
+                                             reverse=True)
+    both = [r for r in rows if r.vec_rank and r.fts_rank]
+    assert both, 'some rows should be found by both legs'
+    row = both[0]
+    assert row.distance is not None and row.bm25 < 0
+    assert abs(row.score - (1 / (60 + row.vec_rank) +
+                            1 / (60 + row.fts_rank))) < 1e-12
+    one_leg = [r for r in rows if not (r.vec_rank and r.fts_rank)]
+    for r in one_leg:
+        assert (r.distance is None) == (r.vec_rank is None)
+
+
+def test_integer_weights_do_not_zero_scores(models):
+    _, NoteFTS, NoteVec = models
+    rows = list(hybrid_search(NoteVec, NoteFTS, text='docker', vector=[1, 0,
+                                                                      0, 0],
+                              rrf_k=60, weights={'vec': 1, 'fts': 2}))
+    assert all(r.score > 0 for r in rows)
+
+
+def test_filters_apply_inside_both_legs(models):
+    Note, NoteFTS, NoteVec = models
+    Note.update(group=9).where(Note.id.in_([7, 77, 177])).execute()
+    rows = list(hybrid_search(NoteVec, NoteFTS, text='docker python sqlite',
+                              vector=[0, 1, 0, 0], k=10, depth=10)
+                .where(Note.group == 9))
+    assert sorted(r.id for r in rows) == [7, 77, 177]
+    with pytest.raises(ValueError, match='content model'):
+        list(hybrid_search(NoteVec, NoteFTS, text='x', k=3)
+             .where(NoteVec.rowid > 3))
+
+
+def test_one_leg_only_and_empty_text(models):
+    Note, NoteFTS, NoteVec = models
+    text_only = list(hybrid_search(NoteVec, NoteFTS, text='docker', k=5))
+    plain = list(NoteFTS.search('docker', k=5))
+    assert [r.id for r in text_only] == [r.id for r in plain]
+    assert all(r.vec_rank is None for r in text_only)
+    vector_only = list(hybrid_search(NoteVec, NoteFTS, vector=[0, 0, 1, 0],
+                                     k=5))
+    knn = list(NoteVec.knn([0, 0, 1, 0], k=5))
+    assert [r.id for r in vector_only] == [r.rowid for r in knn]
+    # Punctuation only: the text leg finds nothing, the vector leg rules.
+    rows = list(hybrid_search(NoteVec, NoteFTS, text='?!', vector=[0, 0, 1,
+                                                                  0], k=5))
+    assert [r.id for r in rows] == [r.rowid for r in knn]
+
+
+def test_paging_and_sql_shape(models):
+    _, NoteFTS, NoteVec = models
+    query = hybrid_search(NoteVec, NoteFTS, text='pip index',
+                          vector=[1, 1, 0, 0], k=10)
+    ids = [r.id for r in query]
+    assert [r.id for r in query.clone().limit(3).offset(2)] == ids[2:5]
+    sql = query.sql()[0]
+    assert sql.count('MATERIALIZED') == 2 and 'FULL' not in sql
+    assert sql.startswith('WITH') and 'UNION ALL' in sql
+
+
+def test_bad_arguments(db, models):
+    Note, NoteFTS, NoteVec = models
+
+    class Loose(VecModel):
+        embedding = VectorField(4)
+
+        class Meta:
+            database = db
+
+    with pytest.raises(ValueError, match='same Meta.content'):
+        hybrid_search(Loose, NoteFTS, text='x')
+    with pytest.raises(ValueError, match='text, vector, or both'):
+        hybrid_search(NoteVec, NoteFTS)
+    with pytest.raises(ValueError, match='fusion must be'):
+        hybrid_search(NoteVec, NoteFTS, text='x', fusion='max')
+    with pytest.raises(ValueError, match="weights keys"):
+        hybrid_search(NoteVec, NoteFTS, text='x', weights={'text': 2})
+    with pytest.raises(ValueError, match='k must be a positive'):
+        hybrid_search(NoteVec, NoteFTS, text='x', k=0)
+    with pytest.raises(ValueError, match='dimensions'):
+        hybrid_search(NoteVec, NoteFTS, vector=[1, 2])
