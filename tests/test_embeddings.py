@@ -1,0 +1,179 @@
+import os
+import time
+
+import numpy as np
+import pytest
+
+from playhouse_vec.embeddings import EmbeddingAuthError
+from playhouse_vec.embeddings import EmbeddingError
+from playhouse_vec.embeddings import EmbeddingModelError
+from playhouse_vec.embeddings import EmbeddingQuotaError
+from playhouse_vec.embeddings import EmbeddingTimeoutError
+from playhouse_vec.embeddings import FunctionEmbedder
+from playhouse_vec.embeddings import QUERY_TASKS
+
+genai = pytest.importorskip('google.genai')
+from playhouse_vec.embeddings import GoogleEmbedder  # noqa: E402
+
+from fake_gemini import FakeGemini  # noqa: E402
+from fake_gemini import fake_vector  # noqa: E402
+
+
+@pytest.fixture
+def fake():
+    server = FakeGemini()
+    yield server
+    server.close()
+
+
+def google(fake, **kwargs):
+    options = dict(api_key='test-key', base_url=fake.url, initial_delay=0.01,
+                   max_delay=0.05, retries=2, timeout=5)
+    options.update(kwargs)
+    return GoogleEmbedder(**options)
+
+
+def test_batches_tasks_dimensions_on_the_wire(fake):
+    embedder = google(fake, dimensions=768)
+    texts = ['document %d' % i for i in range(250)]
+    vectors = embedder.embed_documents(texts)
+    assert vectors.shape == (250, 768) and vectors.dtype == np.float32
+    sizes = sorted(len(r['requests']) for r in fake.embed_requests)
+    assert sizes == [50, 100, 100]
+    for entry in fake.embed_requests:
+        assert entry['path'] == \
+            '/v1beta/models/gemini-embedding-001:batchEmbedContents'
+        assert entry['key'] == 'test-key'
+        for item in entry['requests']:
+            assert item['taskType'] == 'RETRIEVAL_DOCUMENT'
+            assert item['outputDimensionality'] == 768
+            assert item['model'] == 'models/gemini-embedding-001'
+            assert len(item['content']['parts']) == 1  # One Content each.
+            assert 'title' not in item
+    # Truncated vectors come back unit length, in input order.
+    expected = fake_vector('document 7', 'RETRIEVAL_DOCUMENT')[:768]
+    np.testing.assert_allclose(vectors[7], expected / np.linalg.norm(
+        expected), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1, rtol=1e-5)
+
+
+@pytest.mark.parametrize('task', QUERY_TASKS)
+def test_query_task_types(fake, task):
+    embedder = google(fake)
+    vector = embedder.embed_query('how do I sort a list?', task=task)
+    assert vector.shape == (768,)
+    (item,) = fake.embed_requests[-1]['requests']
+    assert item['taskType'] == task and 'title' not in item
+
+
+def test_default_query_task_and_bad_task(fake):
+    embedder = google(fake)
+    embedder.embed_query('hello')
+    assert fake.embed_requests[-1]['requests'][0]['taskType'] == \
+        'RETRIEVAL_QUERY'
+    with pytest.raises(ValueError, match='Unknown query task'):
+        embedder.embed_query('hello', task='CLUSTERING_PLEASE')
+    assert len(fake.embed_requests) == 1
+
+
+def test_titles_are_sent_per_request_group(fake):
+    embedder = google(fake, batch_size=2)
+    embedder.embed_documents(['a', 'b', 'c', 'd'],
+                             titles=['T1', 'T1', 'T1', 'T2'])
+    groups = [[(i['title'], i['content']['parts'][0]['text'])
+               for i in r['requests']] for r in fake.embed_requests]
+    assert sorted(groups) == [[('T1', 'a'), ('T1', 'b')], [('T1', 'c')],
+                              [('T2', 'd')]]
+
+
+def test_429_then_success(fake):
+    fake.fail(429)
+    vectors = google(fake).embed_documents(['x', 'y'])
+    assert vectors.shape == (2, 768)
+    assert len(fake.embed_requests) == 2  # The first answer was a 429.
+
+
+def test_quota_exhausted(fake):
+    fake.fail(429, times=3)
+    with pytest.raises(EmbeddingQuotaError, match='after 3 attempts'):
+        google(fake).embed_documents(['x'])
+
+
+def test_5xx_until_retries_are_exhausted(fake):
+    fake.fail(503, times=3)
+    with pytest.raises(EmbeddingError, match='server error after 3 '
+                                             'attempts.*503'):
+        google(fake).embed_documents(['x'])
+    assert len(fake.embed_requests) == 3
+
+
+def test_timeouts(fake):
+    fake.delay = 1.0
+    start = time.time()
+    with pytest.raises(EmbeddingTimeoutError, match='did not answer'):
+        google(fake, timeout=0.2, retries=1).embed_documents(['x'])
+    assert time.time() - start < 3
+    assert len(fake.embed_requests) == 2
+    fake.delay = 0.0
+    fake.stall(1.0)  # The first answer is late; the retry succeeds.
+    assert google(fake, timeout=0.3, retries=2).embed_documents(
+        ['x']).shape == (1, 768)
+
+
+def test_bad_key_unknown_model_and_no_key(fake, monkeypatch):
+    with pytest.raises(EmbeddingAuthError, match='rejected the credentials'):
+        google(fake, api_key='wrong').embed_documents(['x'])
+    with pytest.raises(EmbeddingModelError, match='was not found'):
+        google(fake, model='text-embedding-004').embed_documents(['x'])
+    for name in ('GOOGLE_API_KEY', 'GEMINI_API_KEY',
+                 'GOOGLE_GENAI_USE_VERTEXAI'):
+        monkeypatch.delenv(name, raising=False)
+    with pytest.raises(EmbeddingAuthError, match='GOOGLE_API_KEY'):
+        google(fake, api_key=None)
+
+
+def test_key_from_the_environment(fake, monkeypatch):
+    monkeypatch.delenv('GOOGLE_API_KEY', raising=False)
+    monkeypatch.setenv('GEMINI_API_KEY', 'test-key')
+    google(fake, api_key=None).embed_documents(['x'])
+    assert fake.embed_requests[-1]['key'] == 'test-key'
+
+
+def test_one_vector_per_input_is_checked(fake):
+    fake.drop = 1
+    with pytest.raises(EmbeddingError, match='1 embeddings for 2 texts'):
+        google(fake).embed_documents(['a', 'b'])
+
+
+def test_concurrency_is_bounded(fake):
+    fake.delay = 0.15
+    google(fake, batch_size=10, concurrency=3).embed_documents(
+        ['t%d' % i for i in range(100)])
+    assert len(fake.embed_requests) == 10
+    assert 2 <= fake.max_in_flight <= 3
+
+
+def test_bad_arguments(fake):
+    with pytest.raises(ValueError, match='batch_size'):
+        google(fake, batch_size=101)
+    with pytest.raises(ValueError, match='dimensions'):
+        google(fake, dimensions=4000)
+    with pytest.raises(TypeError, match='list of texts'):
+        google(fake).embed_documents('one string')
+
+
+def test_function_embedder_adapts_any_callable():
+    calls = []
+
+    def encode(texts):
+        calls.append(list(texts))
+        return [[len(t), 1.0] for t in texts]
+
+    embedder = FunctionEmbedder(encode, dimensions=2, model='lengths')
+    vectors = embedder.embed_documents(['ab', 'abcd'])
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1)
+    assert embedder.fingerprint['model'] == 'lengths'
+    assert embedder.cache_key('x') != embedder.cache_key('x', 'QUERY')
+    bad = FunctionEmbedder(lambda texts: [[1.0, 2.0]], dimensions=2)
+    with pytest.raises(EmbeddingError, match='1 vectors for 2 texts'):
+        bad.embed_documents(['a', 'b'])
