@@ -6,6 +6,11 @@ Public API::
     from playhouse_vec import VecModel, VectorField, FTSModel, SearchField
 """
 from playhouse_vec.database import register_database
+from playhouse_vec.embeddings import Embedder
+from playhouse_vec.embeddings import EmbeddingError
+from playhouse_vec.embeddings import FunctionEmbedder
+from playhouse_vec.embeddings import GoogleEmbedder
+from playhouse_vec.embeddings import LocalEmbedder
 from playhouse_vec.fields import VectorField
 from playhouse_vec.fts import FTSModel
 from playhouse_vec.fts import SearchField
@@ -14,5 +19,6 @@ from playhouse_vec.models import VecModel
 from playhouse_vec.query import KNNSelect
 
 __version__ = '0.1.0'
-__all__ = ['FTSModel', 'KNNSelect', 'SearchField', 'VecModel', 'VectorField',
-           'hybrid_search', 'register_database']
+__all__ = ['Embedder', 'EmbeddingError', 'FTSModel', 'FunctionEmbedder',
+           'GoogleEmbedder', 'KNNSelect', 'LocalEmbedder', 'SearchField',
+           'VecModel', 'VectorField', 'hybrid_search', 'register_database']

@@ -162,14 +162,16 @@ def _normalise(value, spread):
 
 def hybrid_search(vec_model, fts_model, text=None, vector=None, k=10,
                   depth=None, rrf_k=60, weights=None, fusion='rrf',
-                  operator='OR'):
+                  operator='OR', task=None):
     """
     Rank content rows by vector similarity and full-text relevance at once.
 
     :param vec_model: a VecModel with ``Meta.content``.
     :param fts_model: an FTSModel over the same content model.
     :param text: the search text (the full-text leg); None skips the leg.
-    :param vector: the query vector (the vector leg); None skips the leg.
+    :param vector: the query vector (the vector leg). When it is None and
+        the VecModel has an embedder, ``text`` is embedded with the query
+        ``task`` (default ``RETRIEVAL_QUERY``); ``False`` skips the leg.
     :param k: rows to return.
     :param depth: candidates each leg contributes (default ``max(k, 40)``).
     :param rrf_k: the Reciprocal Rank Fusion constant (default 60).
@@ -185,6 +187,10 @@ def hybrid_search(vec_model, fts_model, text=None, vector=None, k=10,
             'Meta.content; got %s and %s.' % (
                 getattr(content, '__name__', None),
                 getattr(fts_model._meta.content, '__name__', None)))
+    if vector is None and text is not None and vec_model._indexer:
+        vector = vec_model._indexer.embedder.embed_query(text, task)
+    elif vector is False:
+        vector = None
     if text is None and vector is None:
         raise ValueError('hybrid_search needs text, vector, or both.')
     if fusion not in FUSIONS:

@@ -40,6 +40,7 @@ from playhouse.sqlite_ext import VirtualTableSchemaManager
 from playhouse_vec.database import atomic
 from playhouse_vec.database import register_database
 from playhouse_vec.fields import VectorField
+from playhouse_vec.indexing import Indexer
 from playhouse_vec.query import KNNSelect
 from playhouse_vec.sync import compare_keys
 from playhouse_vec.sync import drop_triggers
@@ -340,7 +341,10 @@ class VecModel(VirtualModel):
     declared. ``Meta`` options: ``partition_keys``, ``auxiliary_columns``
     (stored, returned, not filterable in KNN), ``chunk_size`` and
     ``content`` (the model whose primary key the rowid mirrors; filters on
-    it are applied before the top-k).
+    it are applied before the top-k), and for embedding text ``embedder``,
+    ``embed`` (content field name(s) or a function of a content row) and
+    ``embed_title`` (optional). Fields named like content fields are
+    copied from the content row by :meth:`index`.
 
     Rows come back from :meth:`knn` with a ``distance`` attribute.
     """
@@ -356,6 +360,9 @@ class VecModel(VirtualModel):
         auxiliary_columns = ()
         chunk_size = None
         content = None
+        embedder = None
+        embed = None
+        embed_title = None
 
     @classmethod
     def validate_model(cls):
@@ -364,7 +371,47 @@ class VecModel(VirtualModel):
         if cls._meta.primary_key is False:
             cls._meta.set_primary_key('rowid', RowIDField())
         cls._vec = VecTable(cls)
+        cls._indexer = Indexer(cls) if cls._meta.embedder else None
         register_database(cls._meta.database)
+
+    @classmethod
+    def _require_indexer(cls):
+        if cls._indexer is None:
+            raise ImproperlyConfigured(
+                '%s has no Meta.embedder; set Meta.embedder, Meta.content '
+                'and Meta.embed to embed text.' % cls.__name__)
+        return cls._indexer
+
+    @classmethod
+    def index(cls, rows=None, batch_size=256, progress=None):
+        """
+        Embed what is missing or stale, from the content model.
+
+        Rows whose text is unchanged are skipped; cached embeddings are
+        reused; vectors of deleted content rows are removed. Each batch
+        is written in one transaction after it was embedded, so an
+        interrupted run loses nothing and the next one resumes.
+
+        :param rows: only these content rows (instances or keys), e.g.
+            after a save: ``NoteVec.index([note])``.
+        :param progress: ``True`` for a progress bar on stderr, or a
+            function called with ``(done, total)``.
+        :returns: counts (embedded, cached, updated, unchanged, skipped,
+            removed).
+        """
+        return cls._require_indexer().run(rows, batch_size, progress)
+
+    @classmethod
+    def search(cls, text, k=10, task=None):
+        """
+        KNN search for a text query, embedded with the query task
+        (``RETRIEVAL_QUERY`` unless ``task`` says otherwise)::
+
+            NoteVec.search('function that sorts a list', k=5,
+                           task='CODE_RETRIEVAL_QUERY')
+        """
+        vector = cls._require_indexer().embedder.embed_query(text, task)
+        return cls.knn(vector, k=k)
 
     @classmethod
     def knn(cls, vector, k=None, field=None):

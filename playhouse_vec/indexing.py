@@ -1,0 +1,224 @@
+"""
+Indexer: fills a VecModel from its content model with an embedder.
+
+Which rows need work is decided by content hashes: a row is embedded when
+its text (or title) changed, re-written without embedding when only its
+metadata changed or the cache already has its vector, and left alone
+otherwise. Work is done in batches; each batch is embedded first and then
+written in one transaction, so a failure leaves no half-written rows and a
+later run resumes where the last one stopped.
+"""
+import hashlib
+import json
+import sys
+
+import numpy as np
+from peewee import ImproperlyConfigured
+
+from playhouse_vec.database import atomic
+from playhouse_vec.schema import library_models
+
+
+class IndexStats(dict):
+    """Counts of one index() run: embedded, cached, updated, unchanged,
+    skipped (empty text) and removed rows."""
+    def __getattr__(self, name):
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(name)
+
+
+class ProgressBar(object):
+    """A one-line progress bar on stderr."""
+    def __init__(self, label, stream=None):
+        self.label = label
+        self.stream = stream or sys.stderr
+
+    def __call__(self, done, total):
+        width = 30
+        filled = int(width * done / total) if total else width
+        self.stream.write('\r%s [%s%s] %d/%d' % (
+            self.label, '#' * filled, '.' * (width - filled), done, total))
+        if done >= total:
+            self.stream.write('\n')
+        self.stream.flush()
+
+
+def _getter(spec, name):
+    """A function of a content row from Meta.embed-style settings."""
+    if spec is None or callable(spec):
+        return spec
+    names = (spec,) if isinstance(spec, str) else tuple(spec)
+
+    def get(row):
+        values = [getattr(row, field) for field in names]
+        return '\n'.join(str(v) for v in values if v not in (None, ''))
+    get.__name__ = '%s(%s)' % (name, ', '.join(names))
+    return get
+
+
+class Indexer(object):
+    """The embedding setup of one VecModel, checked at class creation."""
+    def __init__(self, model):
+        meta = model._meta
+        self.model = model
+        self.embedder = meta.embedder
+        self.content = meta.content
+        self.text = _getter(meta.embed, 'embed')
+        self.title = _getter(meta.embed_title, 'embed_title')
+        name = model.__name__
+        if self.content is None:
+            raise ImproperlyConfigured(
+                '%s.Meta.embedder needs Meta.content: the model whose rows '
+                'are embedded.' % name)
+        if self.text is None:
+            raise ImproperlyConfigured(
+                '%s.Meta.embedder needs Meta.embed: a field name, a tuple '
+                'of field names, or a function of a %s row that returns '
+                'the text to embed.' % (name, self.content.__name__))
+        vectors = [f for f in model._vec.vectors
+                   if f.element_type.name == 'float32']
+        if len(model._vec.vectors) != 1 or not vectors:
+            raise ImproperlyConfigured(
+                '%s.Meta.embedder fills one float32 VectorField; %s has %d '
+                'vector columns.' % (name, name, len(model._vec.vectors)))
+        self.field = vectors[0]
+        if self.embedder.dimensions != self.field.dimensions:
+            raise ImproperlyConfigured(
+                '%s.%s has %d dimensions but the embedder makes %d; make '
+                'them equal.' % (name, self.field.name, self.field.dimensions,
+                                 self.embedder.dimensions))
+        self.copied = []  # (vec field, content field) pairs.
+        for field, column in model._vec.columns.items():
+            if column.role in ('vector', 'rowid', 'primary key'):
+                continue
+            source = self.content._meta.fields.get(field.name)
+            if source is None and field.default is None and \
+                    column.role != 'auxiliary':
+                raise ImproperlyConfigured(
+                    '%s.%s has no field of the same name in %s to copy '
+                    'from; rename it or give it a default.' % (
+                        name, field.name, self.content.__name__))
+            if source is not None:
+                self.copied.append((field, source))
+
+    def _work(self, row):
+        """(key, text, title, cache key, state hash, vec row) of one row."""
+        text = self.text(row)
+        title = self.title(row) if self.title else None
+        key = row._pk
+        if not text:
+            return key, None, None, None, None, None
+        cache_key = self.embedder.cache_key(text, title=title)
+        values = dict((field.name, getattr(row, source.name))
+                      for field, source in self.copied)
+        state = hashlib.sha256(json.dumps(
+            [cache_key, sorted(values.items())], default=str).encode(
+                'utf-8')).hexdigest()
+        values[self.model._meta.primary_key.name] = key
+        return key, text, title, cache_key, state, values
+
+    def run(self, rows=None, batch_size=256, progress=None):
+        model, content = self.model, self.content
+        database = model._meta.database
+        Cache, State = library_models(database)
+        name = model._meta.table_name
+        pk = model._meta.primary_key
+        stats = IndexStats(embedded=0, cached=0, updated=0, unchanged=0,
+                           skipped=0, removed=0)
+        if progress is True:
+            progress = ProgressBar('Indexing %s' % name)
+
+        query = content.select()
+        keys = None
+        if rows is not None:
+            keys = [getattr(r, '_pk', r) for r in rows]
+            query = query.where(content._meta.primary_key.in_(keys))
+        states = dict(State
+                      .select(State.row, State.state)
+                      .where(State.index == name)
+                      .tuples())
+        have = set(k for (k,) in model.select(pk).tuples())
+        work, seen, empty = [], set(), set()
+        for row in query.iterator():
+            item = self._work(row)
+            seen.add(item[0])
+            if item[1] is None:
+                empty.add(item[0])
+            elif states.get(item[0]) == item[4] and item[0] in have:
+                stats['unchanged'] += 1
+            else:
+                work.append(item)
+        stats['skipped'] = len(empty)
+
+        # Vectors whose content row is gone or whose text is now empty.
+        scope = have | set(states)
+        if keys is not None:
+            scope &= set(keys)
+        orphans = sorted(k for k in scope if k not in seen or k in empty)
+        if orphans:
+            with atomic(database):
+                for i in range(0, len(orphans), 500):
+                    chunk = orphans[i:i + 500]
+                    model.delete().where(pk.in_(chunk)).execute()
+                    (State
+                     .delete()
+                     .where((State.index == name) & State.row.in_(chunk))
+                     .execute())
+        stats['removed'] = len([k for k in orphans if k in have])
+
+        total = len(work)
+        if progress:
+            progress(0, total)
+        for start in range(0, total, batch_size):
+            batch = work[start:start + batch_size]
+            self._write(batch, stats, Cache, State, name, database)
+            if progress:
+                progress(min(total, start + batch_size), total)
+        return stats
+
+    def _write(self, batch, stats, Cache, State, name, database):
+        cache_keys = list(dict.fromkeys(item[3] for item in batch))
+        found = {}
+        for i in range(0, len(cache_keys), 500):
+            query = (Cache
+                     .select(Cache.key, Cache.vector)
+                     .where(Cache.key.in_(cache_keys[i:i + 500]))
+                     .tuples())
+            found.update((k, np.frombuffer(v, np.float32)) for k, v in query)
+        missing = [k for k in cache_keys if k not in found]
+        if missing:
+            # Embed outside the transaction: a failure here writes nothing.
+            first = dict((item[3], item) for item in reversed(batch))
+            vectors = self.embedder.embed_documents(
+                [first[k][1] for k in missing],
+                titles=[first[k][2] for k in missing] if self.title
+                else None)
+            new = dict(zip(missing, vectors))
+        else:
+            new = {}
+        with atomic(database):
+            if new:
+                (Cache
+                 .insert_many([(k, v.astype(np.float32).tobytes())
+                               for k, v in new.items()],
+                              fields=[Cache.key, Cache.vector])
+                 .on_conflict_ignore()
+                 .execute())
+            rows = []
+            for key, text, title, cache_key, state, values in batch:
+                values = dict(values)
+                values[self.field.name] = found.get(cache_key, new.get(
+                    cache_key))
+                rows.append(values)
+            self.model.replace_many(rows).execute()
+            (State
+             .insert_many([(name, item[0], item[4]) for item in batch],
+                          fields=[State.index, State.row, State.state])
+             .on_conflict_replace()
+             .execute())
+        embedded = len(set(new))
+        stats['embedded'] += embedded
+        stats['cached'] += sum(1 for item in batch if item[3] in found)
+        stats['updated'] += len(batch)

