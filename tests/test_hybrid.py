@@ -137,7 +137,8 @@ def models(db):
 def test_rows_carry_scores_ranks_and_leg_values(models):
     Note, NoteFTS, NoteVec = models
     rows = list(hybrid_search(NoteVec, NoteFTS, text='docker python',
-                              vector=[1, 0, 0, 0], k=10))
+                              vector=[1, 0, 0, 0], k=10, fusion='rrf',
+                              weights={'vec': 1, 'fts': 1}))
     assert len(rows) == 10 and all(isinstance(r, Note) for r in rows)
     assert [r.score for r in rows] == sorted((r.score for r in rows),
                                              reverse=True)
@@ -156,7 +157,8 @@ def test_integer_weights_do_not_zero_scores(models):
     _, NoteFTS, NoteVec = models
     rows = list(hybrid_search(NoteVec, NoteFTS, text='docker', vector=[1, 0,
                                                                       0, 0],
-                              rrf_k=60, weights={'vec': 1, 'fts': 2}))
+                              fusion='rrf', rrf_k=60,
+                              weights={'vec': 1, 'fts': 2}))
     assert all(r.score > 0 for r in rows)
 
 
@@ -220,3 +222,17 @@ def test_bad_arguments(db, models):
         hybrid_search(NoteVec, NoteFTS, text='x', k=0)
     with pytest.raises(ValueError, match='dimensions'):
         hybrid_search(NoteVec, NoteFTS, vector=[1, 2])
+
+
+def test_default_fusion_is_the_tuned_min_max_blend(models):
+    _, NoteFTS, NoteVec = models
+    rows = list(hybrid_search(NoteVec, NoteFTS, text='docker python',
+                              vector=[1, 0, 0, 0], k=10))
+    best = rows[0]
+    assert best.score <= 2.5 and all(0 <= r.score for r in rows)
+    explicit = list(hybrid_search(NoteVec, NoteFTS, text='docker python',
+                                  vector=[1, 0, 0, 0], k=10, depth=20,
+                                  fusion='minmax',
+                                  weights={'vec': 1.0, 'fts': 1.5}))
+    assert [(r.id, r.score) for r in rows] == \
+        [(r.id, r.score) for r in explicit]
