@@ -27,12 +27,13 @@ from peewee import SQL
 from peewee import fn
 from playhouse.sqlite_ext import FTS5Model
 from playhouse.sqlite_ext import SearchField
-from playhouse.sqlite_ext import VirtualTableSchemaManager
 
 from playhouse_vec.database import register_database
+from playhouse_vec.schema import DerivedSchemaManager
+from playhouse_vec.schema import ddl_of
+from playhouse_vec.schema import library_version
 from playhouse_vec.sync import IndexReport
 from playhouse_vec.sync import compare_keys
-from playhouse_vec.sync import drop_triggers
 from playhouse_vec.sync import fts_trigger_names
 from playhouse_vec.sync import install_fts_triggers
 from playhouse_vec.sync import shadow_table
@@ -76,26 +77,6 @@ def text_query(text, operator='OR', stopwords=()):
     return (' %s ' % operator).join('"%s"' % word for word in words)
 
 
-class FTSSchemaManager(VirtualTableSchemaManager):
-    """Creates the FTS5 table with its sync triggers; drops both."""
-    def create_table(self, safe=True, **options):
-        model = self.model
-        content = model._meta.content
-        existed = model.table_exists()
-        if content is not None:
-            content.create_table(safe=True)
-        super(FTSSchemaManager, self).create_table(safe, **options)
-        if content is not None:
-            install_fts_triggers(model, model.content_columns())
-            if not existed:
-                model.rebuild()  # Index what the content table holds.
-
-    def drop_table(self, safe=True, **options):
-        drop_triggers(self.model._meta.database,
-                      fts_trigger_names(self.model))
-        super(FTSSchemaManager, self).drop_table(safe, **options)
-
-
 class FTSModel(FTS5Model):
     """
     An FTS5 full-text index, usually over a content model.
@@ -113,12 +94,13 @@ class FTSModel(FTS5Model):
     takes FTS5 query syntax.
     """
     class Meta:
-        schema_manager_class = FTSSchemaManager
+        schema_manager_class = DerivedSchemaManager
         content = None
         tokenize = DEFAULT_TOKENIZE
         prefix = None
         weights = None
         stopwords = ENGLISH_STOPWORDS
+        on_schema_change = 'raise'
 
     @classmethod
     def validate_model(cls):
@@ -149,6 +131,36 @@ class FTSModel(FTS5Model):
         if meta.prefix:
             options.setdefault('prefix', meta.prefix)
         return super(FTSModel, cls).clean_options(options)
+
+    _fill_on_create = True
+
+    @classmethod
+    def fingerprint(cls):
+        """What this index is built with (stored at creation, compared at
+        every start-up)."""
+        return {'kind': 'fts5', 'library': library_version(),
+                'ddl': ddl_of(cls), 'columns': cls.content_columns(),
+                'tokenize': cls._meta.tokenize,
+                'content': getattr(cls._meta.content, '__name__', None)}
+
+    @classmethod
+    def _check_can_fill(cls):
+        if cls._meta.content is None:
+            raise ImproperlyConfigured(
+                '%s has no content model to rebuild from.' % cls.__name__)
+
+    @classmethod
+    def _fill_index(cls):
+        if cls._meta.content is not None:
+            cls.rebuild()   # Index what the content table holds.
+
+    @classmethod
+    def _sync_triggers(cls):
+        install_fts_triggers(cls, cls.content_columns())
+
+    @classmethod
+    def _sync_trigger_names(cls):
+        return fts_trigger_names(cls)
 
     @classmethod
     def _search_fields(cls):

@@ -25,6 +25,7 @@ import numbers
 import re
 
 import numpy as np
+from peewee import Entity
 from peewee import Field
 from peewee import FloatField
 from peewee import ImproperlyConfigured
@@ -32,18 +33,23 @@ from peewee import IntegerField
 from peewee import Metadata
 from peewee import ModelInsert
 from peewee import Node
+from peewee import NodeList
+from peewee import SQL
+from peewee import Table
 from peewee import VirtualField
 from playhouse.sqlite_ext import RowIDField
 from playhouse.sqlite_ext import VirtualModel
-from playhouse.sqlite_ext import VirtualTableSchemaManager
 
 from playhouse_vec.database import atomic
 from playhouse_vec.database import register_database
 from playhouse_vec.fields import VectorField
 from playhouse_vec.indexing import Indexer
 from playhouse_vec.query import KNNSelect
+from playhouse_vec.schema import DerivedSchemaManager
+from playhouse_vec.schema import ddl_of
+from playhouse_vec.schema import library_version
+from playhouse_vec.schema import progress_for
 from playhouse_vec.sync import compare_keys
-from playhouse_vec.sync import drop_triggers
 from playhouse_vec.sync import install_vec_triggers
 from playhouse_vec.sync import vec_trigger_names
 
@@ -265,24 +271,11 @@ class VecTable(object):
         return data
 
 
-class VecSchemaManager(VirtualTableSchemaManager):
+class VecSchemaManager(DerivedSchemaManager):
     """Writes vec0 DDL: bare names, vec0 types and roles, chunk_size.
 
     With ``Meta.content``, a trigger deletes a vector when its content
     row is deleted."""
-    def create_table(self, safe=True, **options):
-        content = self.model._meta.content
-        if content is not None:
-            content.create_table(safe=True)
-        super(VecSchemaManager, self).create_table(safe, **options)
-        if content is not None:
-            install_vec_triggers(self.model)
-
-    def drop_table(self, safe=True, **options):
-        drop_triggers(self.model._meta.database,
-                      vec_trigger_names(self.model))
-        super(VecSchemaManager, self).drop_table(safe, **options)
-
     def _create_virtual_table(self, safe=True, **options):
         ctx = self._create_context()
         ctx.literal('CREATE VIRTUAL TABLE ')
@@ -363,6 +356,8 @@ class VecModel(VirtualModel):
         embedder = None
         embed = None
         embed_title = None
+        on_schema_change = 'raise'
+        progress = True
 
     @classmethod
     def validate_model(cls):
@@ -373,6 +368,77 @@ class VecModel(VirtualModel):
         cls._vec = VecTable(cls)
         cls._indexer = Indexer(cls) if cls._meta.embedder else None
         register_database(cls._meta.database)
+
+    _fill_on_create = False
+
+    @classmethod
+    def fingerprint(cls):
+        """What this index is built with (stored at creation, compared at
+        every start-up)."""
+        embedder = cls._indexer.embedder if cls._indexer else None
+        return {
+            'kind': 'vec0', 'library': library_version(),
+            'ddl': ddl_of(cls),
+            'vectors': dict((f.name, {
+                'dimensions': f.dimensions, 'metric': f.metric,
+                'element_type': f.element_type.name})
+                for f in cls._vec.vectors),
+            'embedder': embedder.fingerprint if embedder else None}
+
+    @classmethod
+    def compact(cls, vacuum=True):
+        """
+        Reclaim the space of deleted rows, which vec0 keeps until its
+        table is rebuilt: copy the rows aside, drop and recreate the table
+        (never ``ALTER TABLE ... RENAME``, which corrupts vec0 tables),
+        copy them back, all in one transaction; then ``VACUUM``.
+        Returns the number of rows kept.
+        """
+        database = cls._meta.database
+        pk = cls._meta.primary_key
+        fields = [pk] + [f for f in cls._meta.sorted_fields if f is not pk]
+        name = cls._meta.table_name + '_compact'
+        columns = ['c%d' % i for i in range(len(fields))]
+        copy = Table(name, columns)
+        with atomic(database):
+            database.execute(NodeList((
+                SQL('CREATE TABLE'), Entity(name), SQL('AS'),
+                cls.select(*[f.alias(c) for f, c in zip(fields, columns)]))))
+            database.execute_sql(
+                cls._schema._drop_table(safe=True).query()[0])
+            database.execute_sql(
+                cls._schema._create_table(safe=False).query()[0])
+            values = [getattr(copy, c) for c in columns]
+            values = [f.element_type.typed(v)
+                      if isinstance(f, VectorField) else v
+                      for f, v in zip(fields, values)]
+            rows = database.execute(cls.insert_from(
+                copy.select(*values), fields)).rowcount
+            database.execute(NodeList((SQL('DROP TABLE'), Entity(name))))
+        if vacuum:
+            database.execute_sql('VACUUM')
+        return rows
+
+    @classmethod
+    def _check_can_fill(cls):
+        if cls._indexer is None:
+            raise ImproperlyConfigured(
+                '%s has no Meta.embedder, so it cannot be rebuilt from its '
+                'content: drop the table and insert the vectors again, or '
+                'set Meta.embedder, Meta.content and Meta.embed.'
+                % cls.__name__)
+
+    @classmethod
+    def _fill_index(cls):
+        cls.index(progress=progress_for(cls))
+
+    @classmethod
+    def _sync_triggers(cls):
+        install_vec_triggers(cls)
+
+    @classmethod
+    def _sync_trigger_names(cls):
+        return vec_trigger_names(cls)
 
     @classmethod
     def _require_indexer(cls):

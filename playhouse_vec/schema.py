@@ -1,5 +1,16 @@
 """
-Tables playhouse_vec keeps in the user's database, next to their own.
+Derived indexes made to match the code at start-up, and the tables
+playhouse_vec keeps in the user's database, next to their own.
+
+The content model is the source of truth; vec0 and FTS5 tables are derived
+from it and may be rebuilt. ``create_tables(safe=True)`` at start-up is
+enough: :class:`DerivedSchemaManager` creates a missing index, and compares
+an existing one with the code through a stored fingerprint (embedder,
+dimensions, metric, element type, columns, tokenizer). On a mismatch it
+raises :class:`SchemaChanged` (``Meta.on_schema_change = 'raise'``, the
+default) or drops, recreates and refills the index from the content model
+(``'rebuild'``), resuming after a crash. It never modifies the content table
+and never uses ``ALTER TABLE ... RENAME`` (it corrupts vec0 tables).
 
 ``playhouse_vec_cache``
     embeddings by content hash (text, model, dimensions, task, title), so
@@ -7,18 +18,27 @@ Tables playhouse_vec keeps in the user's database, next to their own.
 ``playhouse_vec_rows``
     for each derived index and content row, the hash of what its vector
     was made from, so ``index()`` knows which rows are stale.
+``playhouse_vec_schema``
+    for each derived index, its fingerprint (JSON) and whether it is
+    ``ready`` or still ``building``.
 
 Each database gets its own bound copies of these models
 (:func:`library_models`); the tables are created on first use.
 """
+import json
+import sys
 import threading
 import weakref
 
 from peewee import BareField
 from peewee import BlobField
 from peewee import CompositeKey
+from peewee import ImproperlyConfigured
 from peewee import Model
 from peewee import TextField
+from playhouse.sqlite_ext import VirtualTableSchemaManager
+
+from playhouse_vec.database import atomic
 
 
 class EmbeddingCache(Model):
@@ -39,13 +59,23 @@ class IndexedRow(Model):
         primary_key = CompositeKey('index', 'row')
 
 
-LIBRARY_MODELS = (EmbeddingCache, IndexedRow)
+class IndexSchema(Model):
+    index = TextField(primary_key=True)
+    fingerprint = TextField()   # JSON
+    status = TextField()        # 'ready' or 'building'
+
+    class Meta:
+        table_name = 'playhouse_vec_schema'
+
+
+LIBRARY_MODELS = (EmbeddingCache, IndexedRow, IndexSchema)
 _bound = weakref.WeakKeyDictionary()
 _lock = threading.Lock()
 
 
 def library_models(database):
-    """(EmbeddingCache, IndexedRow) bound to ``database``, tables made."""
+    """(EmbeddingCache, IndexedRow, IndexSchema) bound to ``database``,
+    their tables created."""
     with _lock:
         models = _bound.get(database)
         if models is None:
@@ -59,3 +89,165 @@ def library_models(database):
             database.create_tables(models, safe=True)
             _bound[database] = models
     return models
+
+
+class SchemaChanged(ImproperlyConfigured):
+    """A derived index was built with settings the code no longer has."""
+
+
+POLICIES = ('raise', 'rebuild')
+IGNORED_KEYS = ('library',)     # Informational: upgrades need no rebuild.
+
+
+def _flatten(value, prefix=''):
+    if isinstance(value, dict):
+        items = {}
+        for key, inner in value.items():
+            items.update(_flatten(inner, '%s%s.' % (prefix, key)))
+        return items
+    return {prefix.rstrip('.'): value}
+
+
+def fingerprint_changes(stored, current):
+    """[(key, stored value, current value)] for the keys that differ."""
+    old, new = _flatten(stored), _flatten(current)
+    changes = [(key, old.get(key), new.get(key))
+               for key in sorted(set(old) | set(new))
+               if key.split('.')[0] not in IGNORED_KEYS and
+               old.get(key) != new.get(key)]
+    # The DDL differs whenever a column or option does; show it only when
+    # nothing more readable explains the change.
+    readable = [c for c in changes if c[0] != 'ddl']
+    return readable or changes
+
+
+class DerivedSchemaManager(VirtualTableSchemaManager):
+    """
+    Creates a derived index, or checks it against the code at start-up.
+
+    The model provides ``fingerprint()``, ``_fill_index()`` (refill from
+    the content model), ``_fill_on_create`` and ``_sync_triggers()`` /
+    ``_sync_trigger_names()``.
+    """
+    def create_table(self, safe=True, **options):
+        model = self.model
+        database = model._meta.database
+        content = model._meta.content
+        if content is not None:
+            content.create_table(safe=True)
+        Schema = library_models(database)[2]
+        name = model._meta.table_name
+        current = model.fingerprint()
+        if not model.table_exists():
+            with atomic(database):
+                super(DerivedSchemaManager, self).create_table(safe,
+                                                               **options)
+                self._record(Schema, current, 'building')
+                self._triggers()
+            self._fill(Schema, current, model._fill_on_create)
+            return
+        stored = Schema.get_or_none(Schema.index == name)
+        if stored is None:
+            # Built before fingerprints were kept (or by hand): all that
+            # can be compared is the DDL SQLite stored.
+            old = dict(current, ddl=self._stored_ddl(), embedder='unknown')
+            if old['ddl'] == current['ddl']:
+                self._record(Schema, current, 'ready')
+                old = current
+        else:
+            old = json.loads(stored.fingerprint)
+        changes = fingerprint_changes(old, current)
+        if changes:
+            self._changed(Schema, current, changes)
+        elif stored is not None and stored.status == 'building':
+            self._fill(Schema, current, True)   # Resume an interrupted run.
+        self._triggers()
+
+    def _changed(self, Schema, current, changes):
+        model = self.model
+        policy = model._meta.on_schema_change
+        if policy not in POLICIES:
+            raise ImproperlyConfigured(
+                '%s.Meta.on_schema_change must be %s, got %r.' % (
+                    model.__name__, ' or '.join(map(repr, POLICIES)), policy))
+        described = '; '.join('%s: %s -> %s' % change for change in changes)
+        if policy == 'raise':
+            raise SchemaChanged(
+                '%s (table %s) was built with other settings than the code '
+                'now has (%s). Set %s.Meta.on_schema_change = "rebuild" to '
+                'drop it and rebuild it from %s, or restore the old '
+                'settings.' % (model.__name__, model._meta.table_name,
+                               described, model.__name__,
+                               getattr(model._meta.content, '__name__',
+                                       'its content')))
+        model._check_can_fill()
+        database = model._meta.database
+        with atomic(database):
+            # Drop and create in one transaction: a crash leaves the old
+            # index and fingerprint, and the next start-up starts over.
+            database.execute_sql(self._drop_table(safe=True).query()[0])
+            super(DerivedSchemaManager, self).create_table(True)
+            self._forget_rows()
+            self._record(Schema, current, 'building')
+        self._fill(Schema, current, True)
+
+    def _forget_rows(self):
+        IndexedRow = library_models(self.model._meta.database)[1]
+        (IndexedRow
+         .delete()
+         .where(IndexedRow.index == self.model._meta.table_name)
+         .execute())
+
+    def _fill(self, Schema, current, fill):
+        if fill:
+            self.model._fill_index()
+        self._record(Schema, current, 'ready')
+
+    def _record(self, Schema, current, status):
+        (Schema
+         .insert(index=self.model._meta.table_name,
+                 fingerprint=json.dumps(current, sort_keys=True),
+                 status=status)
+         .on_conflict_replace()
+         .execute())
+
+    def _stored_ddl(self):
+        row = self.model._meta.database.execute_sql(
+            "SELECT sql FROM sqlite_master WHERE type = 'table' AND "
+            "name = ?", (self.model._meta.table_name,)).fetchone()
+        return row[0] if row else None
+
+    def _triggers(self):
+        if self.model._meta.content is not None:
+            self.model._sync_triggers()
+
+    def drop_table(self, safe=True, **options):
+        from playhouse_vec.sync import drop_triggers
+        model = self.model
+        database = model._meta.database
+        drop_triggers(database, model._sync_trigger_names())
+        super(DerivedSchemaManager, self).drop_table(safe, **options)
+        Schema = library_models(database)[2]
+        Schema.delete().where(Schema.index ==
+                              model._meta.table_name).execute()
+        self._forget_rows()
+
+
+def ddl_of(model):
+    """The CREATE statement SQLite stores for a derived table."""
+    return model._schema._create_table(safe=False).query()[0]
+
+
+def library_version():
+    from playhouse_vec import __version__
+    return __version__
+
+
+def progress_for(model):
+    """A progress reporter for start-up rebuilds (Meta.progress)."""
+    progress = getattr(model._meta, 'progress', True)
+    if progress is True:
+        from playhouse_vec.indexing import ProgressBar
+        return ProgressBar('Rebuilding %s' % model._meta.table_name,
+                           sys.stderr)
+    return progress or None
