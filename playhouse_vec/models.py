@@ -358,6 +358,7 @@ class VecModel(VirtualModel):
         embed_title = None
         on_schema_change = 'raise'
         progress = True
+        batch_size = 256
 
     @classmethod
     def validate_model(cls):
@@ -449,7 +450,7 @@ class VecModel(VirtualModel):
         return cls._indexer
 
     @classmethod
-    def index(cls, rows=None, batch_size=256, progress=None):
+    def index(cls, rows=None, batch_size=None, progress=None):
         """
         Embed what is missing or stale, from the content model.
 
@@ -460,12 +461,15 @@ class VecModel(VirtualModel):
 
         :param rows: only these content rows (instances or keys), e.g.
             after a save: ``NoteVec.index([note])``.
+        :param batch_size: rows per embedding batch and transaction
+            (default ``Meta.batch_size``, 256).
         :param progress: ``True`` for a progress bar on stderr, or a
             function called with ``(done, total)``.
         :returns: counts (embedded, cached, updated, unchanged, skipped,
             removed).
         """
-        return cls._require_indexer().run(rows, batch_size, progress)
+        return cls._require_indexer().run(
+            rows, batch_size or cls._meta.batch_size, progress)
 
     @classmethod
     def search(cls, text, k=10, task=None):

@@ -150,8 +150,8 @@ class DerivedSchemaManager(VirtualTableSchemaManager):
         if stored is None:
             # Built before fingerprints were kept (or by hand): all that
             # can be compared is the DDL SQLite stored.
-            old = dict(current, ddl=self._stored_ddl(), embedder='unknown')
-            if old['ddl'] == current['ddl']:
+            old = dict(current, ddl=self._stored_ddl())
+            if _same_sql(old['ddl'], current['ddl']):
                 self._record(Schema, current, 'ready')
                 old = current
         else:
@@ -231,6 +231,12 @@ class DerivedSchemaManager(VirtualTableSchemaManager):
         Schema.delete().where(Schema.index ==
                               model._meta.table_name).execute()
         self._forget_rows()
+
+
+def _same_sql(a, b):
+    def normal(sql):
+        return ' '.join((sql or '').lower().replace('"', '').split())
+    return normal(a) == normal(b)
 
 
 def ddl_of(model):

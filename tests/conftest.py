@@ -56,3 +56,27 @@ def assert_nearest(rows, ids, distances, k):
     np.testing.assert_allclose(np.sort(got_true), expected, rtol=1e-5,
                                atol=1e-5)
     assert list(got) == sorted(got)
+
+
+def hashed_vectors(texts, dims):
+    """Deterministic unit vectors from the texts (a stand-in model for
+    tests that need many quick, repeatable embeddings)."""
+    import hashlib
+    out = []
+    for text in texts:
+        seed = int.from_bytes(hashlib.sha256(text.encode()).digest()[:8],
+                              'little')
+        out.append(np.random.default_rng(seed).normal(size=dims))
+    return np.array(out)
+
+
+def counting_embedder(dims=8, model='hash-v1'):
+    """A FunctionEmbedder over hashed_vectors that counts texts embedded."""
+    from playhouse_vec import FunctionEmbedder
+
+    def embed(texts):
+        embedder.calls += len(texts)
+        return hashed_vectors(texts, dims)
+    embedder = FunctionEmbedder(embed, dimensions=dims, model=model)
+    embedder.calls = 0
+    return embedder

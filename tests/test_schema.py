@@ -1,0 +1,237 @@
+import json
+import os
+
+import numpy as np
+import pytest
+from peewee import Model
+from peewee import TextField
+
+from playhouse_vec import FTSModel
+from playhouse_vec import SearchField
+from playhouse_vec import VecModel
+from playhouse_vec import VectorField
+from playhouse_vec import register_database
+from playhouse_vec.schema import SchemaChanged
+
+from conftest import counting_embedder
+from conftest import new_database
+
+
+def models(db, embedder=None, dims=8, metric='cosine', tokenize=None,
+           policy='raise', extra=None):
+    """The app's models as a given version of its code declares them."""
+    class Note(Model):
+        title = TextField()
+        course = TextField(default='ml')
+
+        class Meta:
+            database = db
+            table_name = 'note'
+
+    vec_meta = dict(database=db, table_name='notevec', content=Note,
+                    embed='title', on_schema_change=policy, progress=None)
+    if embedder is not None:
+        vec_meta['embedder'] = embedder
+    attrs = {'embedding': VectorField(dims, metric=metric),
+             'Meta': type('Meta', (), vec_meta)}
+    attrs.update(extra or {})
+    NoteVec = type('NoteVec', (VecModel,), attrs)
+    fts_meta = dict(database=db, table_name='notefts', content=Note,
+                    on_schema_change=policy)
+    if tokenize:
+        fts_meta['tokenize'] = tokenize
+    NoteFTS = type('NoteFTS', (FTSModel,), {
+        'title': SearchField(), 'Meta': type('Meta', (), fts_meta)})
+    return Note, NoteVec, NoteFTS
+
+
+def start(db, *args, **kwargs):
+    """Start-up: declare the models and create_tables(safe=True)."""
+    Note, NoteVec, NoteFTS = models(db, *args, **kwargs)
+    db.create_tables([Note, NoteVec, NoteFTS])
+    return Note, NoteVec, NoteFTS
+
+
+def stored(db, name):
+    row = db.execute_sql('select fingerprint, status from '
+                         'playhouse_vec_schema where "index" = ?',
+                         (name,)).fetchone()
+    return json.loads(row[0]), row[1]
+
+
+@pytest.fixture
+def app(db):
+    embedder = counting_embedder()
+    Note, NoteVec, NoteFTS = start(db, embedder)
+    Note.insert_many([{'title': 'note about topic %d' % i,
+                       'course': 'ml' if i % 2 else 'de'}
+                      for i in range(40)]).execute()
+    NoteVec.index()
+    return db, embedder
+
+
+def test_fingerprints_are_stored_as_json(app):
+    db, embedder = app
+    fingerprint, status = stored(db, 'notevec')
+    assert status == 'ready' and fingerprint['kind'] == 'vec0'
+    assert fingerprint['vectors'] == {'embedding': {
+        'dimensions': 8, 'metric': 'cosine', 'element_type': 'float32'}}
+    assert fingerprint['embedder']['model'] == 'hash-v1'
+    assert fingerprint['ddl'].startswith('CREATE VIRTUAL TABLE "notevec"')
+    fts, _ = stored(db, 'notefts')
+    assert fts['tokenize'] == 'porter unicode61 remove_diacritics 2'
+    assert fts['columns'] == ['title']
+    start(db, counting_embedder())   # Same code again: nothing happens.
+    assert stored(db, 'notevec')[0] == fingerprint
+
+
+@pytest.mark.parametrize('change, message', [
+    (dict(dims=16), 'vectors.embedding.dimensions: 8 -> 16'),
+    (dict(metric='l2'), 'vectors.embedding.metric: cosine -> l2'),
+    (dict(model='hash-v2'), 'embedder.model: hash-v1 -> hash-v2'),
+    (dict(tokenize='unicode61'), 'tokenize: porter unicode61 '
+                                 'remove_diacritics 2 -> unicode61'),
+    (dict(extra={'course': TextField()}), 'ddl: CREATE VIRTUAL TABLE'),
+])
+def test_a_changed_setup_is_detected_at_start_up(app, change, message):
+    db, _ = app
+    dims = change.pop('dims', 8)
+    embedder = counting_embedder(dims, change.pop('model', 'hash-v1'))
+    before = db.execute_sql('select count(*) from notevec').fetchone()
+    with pytest.raises(SchemaChanged) as info:
+        start(db, embedder, dims=dims, **change)
+    assert message in str(info.value)
+    assert 'on_schema_change = "rebuild"' in str(info.value)
+    # Nothing was dropped or changed.
+    assert db.execute_sql('select count(*) from notevec').fetchone() == \
+        before
+    assert db.execute_sql('select count(*) from note').fetchone()[0] == 40
+
+
+def test_library_upgrade_alone_is_not_a_change(app):
+    db, _ = app
+    fingerprint, _ = stored(db, 'notevec')
+    fingerprint['library'] = '0.0.1'
+    db.execute_sql('update playhouse_vec_schema set fingerprint = ? '
+                   'where "index" = ?', (json.dumps(fingerprint),
+                                         'notevec'))
+    start(db, counting_embedder())
+
+
+def test_rebuild_after_a_metric_change_reuses_cached_embeddings(app):
+    db, old = app
+    content = db.execute_sql('select * from note order by id').fetchall()
+    embedder = counting_embedder()
+    Note, NoteVec, NoteFTS = start(db, embedder, metric='l2',
+                                   policy='rebuild')
+    assert embedder.calls == 0       # Same model, same texts: the cache.
+    assert stored(db, 'notevec')[0]['vectors']['embedding']['metric'] == \
+        'l2'
+    assert stored(db, 'notevec')[1] == 'ready'
+    assert 'distance_metric=l2' in db.execute_sql(
+        "select sql from sqlite_master where name = 'notevec'").fetchone()[0]
+    assert NoteVec.check_index().ok
+    assert db.execute_sql('select * from note order by id').fetchall() == \
+        content                      # The content is never modified.
+    row = NoteVec.search('note about topic 3', k=1).get()
+    assert row.rowid == 4 and row.distance < 1e-6
+
+
+def test_rebuild_after_a_model_change_re_embeds_everything(app):
+    db, _ = app
+    embedder = counting_embedder(16, 'hash-v2')
+    Note, NoteVec, _ = start(db, embedder, dims=16, policy='rebuild')
+    assert embedder.calls == 40
+    assert NoteVec.check_index().ok
+    assert NoteVec.get_by_id(1).embedding.shape == (16,)
+
+
+def test_rebuild_of_the_fts_index_after_a_tokenizer_change(app):
+    db, _ = app
+    Note, NoteVec, NoteFTS = start(db, counting_embedder(),
+                                   tokenize='unicode61', policy='rebuild')
+    assert NoteFTS.search('topic', k=100).count() == 40
+    assert NoteFTS.search('topics', k=100).count() == 0   # No stemming.
+    assert NoteFTS.check_index().ok
+    Note.create(title='a new topic')          # Triggers are back.
+    assert NoteFTS.search('new').count() == 1
+
+
+def test_rebuild_without_an_embedder_is_refused(db):
+    Note, NoteVec, _ = start(db, None)
+    NoteVec.create(rowid=1, embedding=np.ones(8))
+    with pytest.raises(Exception, match='no Meta.embedder'):
+        start(db, None, dims=4, policy='rebuild')
+    assert NoteVec.select().count() == 1
+
+
+def test_tables_made_before_fingerprints_are_adopted_or_refused(db):
+    db.execute_sql('create table note (id integer primary key, title text, '
+                   'course text)')
+    db.execute_sql('create virtual table "notevec" using vec0 (embedding '
+                   'float[8] distance_metric=cosine, chunk_size=1024)')
+    start(db, counting_embedder())                 # Same DDL: adopted.
+    assert stored(db, 'notevec')[1] == 'ready'
+    other = register_database(new_database())
+    other.execute_sql('create virtual table "notevec" using vec0 ('
+                      'embedding float[8] distance_metric=l2)')
+    with pytest.raises(SchemaChanged, match='ddl'):
+        start(other, counting_embedder())
+
+
+def test_interrupted_rebuild_resumes_at_the_next_start_up(app):
+    db, _ = app
+    failing = counting_embedder(16, 'hash-v2')
+    original = failing.function
+
+    def fail_after_some(texts):
+        if failing.calls >= 10:
+            raise RuntimeError('killed')
+        return original(texts)
+    failing.function = fail_after_some
+    Note, NoteVec, _ = models(db, failing, dims=16, policy='rebuild')
+    NoteVec._meta.batch_size = 10
+    with pytest.raises(RuntimeError, match='killed'):
+        db.create_tables([Note, NoteVec])
+    assert stored(db, 'notevec')[1] == 'building'
+    done = NoteVec.select().count()
+    assert 0 < done < 40
+    embedder = counting_embedder(16, 'hash-v2')
+    Note, NoteVec, _ = start(db, embedder, dims=16, policy='rebuild')
+    assert stored(db, 'notevec')[1] == 'ready'
+    assert embedder.calls == 40 - done   # Only what was missing.
+    assert NoteVec.check_index().ok
+
+
+def test_compact_reclaims_space_and_keeps_rows(tmp_path):
+    path = str(tmp_path / 'compact.db')
+    db = new_database(path)
+
+    class Item(VecModel):
+        embedding = VectorField(256)
+        codes = VectorField(16, element_type='int8')
+        title = TextField()
+
+        class Meta:
+            database = db
+
+    db.create_tables([Item])
+    rng = np.random.default_rng(0)
+    with db.atomic():
+        Item.insert_many([dict(embedding=rng.normal(size=256),
+                               codes=rng.integers(-100, 100, 16),
+                               title='t%d' % i) for i in range(8000)]
+                         ).execute()
+    Item.delete().where(Item.rowid.in_(list(range(2, 8001, 2)))).execute()
+    db.execute_sql('VACUUM')
+    size = os.path.getsize(path)
+    query = rng.normal(size=256)
+    before = [(r.rowid, r.distance) for r in Item.knn(query, k=5,
+                                                      field=Item.embedding)]
+    assert Item.compact() == 4000
+    assert os.path.getsize(path) < 0.7 * size
+    assert [(r.rowid, r.distance) for r in Item.knn(
+        query, k=5, field=Item.embedding)] == before
+    assert Item.get_by_id(3).title == 't2'
+    assert Item.get_by_id(3).codes.dtype == np.int8
+    db.close()
