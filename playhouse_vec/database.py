@@ -87,6 +87,9 @@ def register_database(database):
     """
     Make every connection of ``database`` load sqlite-vec. Idempotent.
 
+    Connections also get ``journal_mode=WAL`` unless the database's
+    ``pragmas`` set a journal mode: readers then never block the writer.
+
     Works with any ``SqliteDatabase`` subclass (pools, ``SqliteQueueDatabase``,
     ``SqliteExtDatabase``) and with a ``DatabaseProxy`` (registered once it
     is initialized). Already-open connections get sqlite-vec at once, and
@@ -110,6 +113,11 @@ def register_database(database):
     def _add_conn_hooks(conn):
         add_conn_hooks(conn)
         load_sqlite_vec(conn)
+        if 'journal_mode' not in set(name.lower() for name, _ in
+                                     database._pragmas):
+            # Readers and one writer at once, without "database is locked";
+            # Peewee's timeout=5 already makes writers wait for each other.
+            conn.execute('PRAGMA journal_mode = WAL')
         if getattr(database, '_vec_recursive_triggers', False):
             conn.execute('PRAGMA recursive_triggers = ON')
 
