@@ -117,6 +117,17 @@ ELEMENT_TYPES = {
 }
 
 
+QUANTIZE = ('bit', 'int8')
+
+
+def quantize_int8(array):
+    """float vector -> int8 codes, scaled by 127 / max|x| per vector (the
+    fixed [-1, 1] scale wastes most levels on normalised embeddings)."""
+    peak = np.abs(array).max() if array.size else 0.0
+    scale = 127.0 / peak if peak > 0 else 0.0
+    return np.clip(np.round(array * scale), -127, 127).astype(np.int8)
+
+
 class VectorField(Field):
     """
     A fixed-size vector column.
@@ -126,6 +137,15 @@ class VectorField(Field):
     :param metric: ``'l2'`` (default), ``'cosine'`` or ``'l1'`` for float32
         and int8; bit vectors always use ``'hamming'``.
     :param element_type: ``'float32'`` (default), ``'int8'`` or ``'bit'``.
+    :param quantize: for float vectors in a VecModel: ``'bit'`` adds a
+        binary companion column searched first, then the ``oversample``
+        times k best candidates are rescored exactly with the float
+        vectors; ``'int8'`` stores int8 codes (scaled per vector, 4x
+        smaller; cosine only) instead of floats.
+    :param oversample: candidates per result for ``quantize='bit'``.
+    :param matryoshka: accept longer vectors and keep their first
+        ``dimensions`` elements, L2-normalised again (for embeddings
+        trained for truncation).
 
     Values may be lists, tuples, numpy arrays (float64 is converted to
     float32, never reinterpreted) or packed bytes; reads return numpy arrays
@@ -138,11 +158,33 @@ class VectorField(Field):
     field_type = 'BLOB'
 
     def __init__(self, dimensions, metric=None, element_type='float32',
+                 quantize=None, oversample=8, matryoshka=False,
                  *args, **kwargs):
         if element_type not in ELEMENT_TYPES:
             raise ValueError('element_type must be one of %s, got %r.' % (
                 ', '.join(sorted(ELEMENT_TYPES)), element_type))
         self.element_type = ELEMENT_TYPES[element_type]
+        if quantize is not None and (quantize not in QUANTIZE or
+                                     element_type != 'float32'):
+            raise ValueError('quantize must be %s, for float32 vectors; got '
+                             '%r.' % (' or '.join(map(repr, QUANTIZE)),
+                                      quantize))
+        if quantize == 'bit' and dimensions % 8:
+            raise ValueError('quantize="bit" needs a multiple of 8 '
+                             'dimensions, got %d.' % dimensions)
+        if quantize == 'int8' and metric != 'cosine':
+            raise ValueError('quantize="int8" scales each vector on its own, '
+                             'which only cosine distance ignores; use '
+                             'metric="cosine".')
+        if not isinstance(oversample, numbers.Integral) or oversample < 1:
+            raise ValueError('oversample must be a positive integer, got %r.'
+                             % (oversample,))
+        self.quantize = quantize
+        self.oversample = int(oversample)
+        self.matryoshka = bool(matryoshka)
+        # What the column holds: int8 codes for quantize='int8'.
+        self.storage = ELEMENT_TYPES['int8'] if quantize == 'int8' else \
+            self.element_type
         if not isinstance(dimensions, numbers.Integral) or \
                 not 1 <= dimensions <= 8192:
             raise ValueError('dimensions must be an integer from 1 to 8192, '
@@ -175,6 +217,10 @@ class VectorField(Field):
     def to_bytes(self, value):
         """Validate a vector and pack it as the BLOB sqlite-vec expects."""
         etype = self.element_type
+        if (self.matryoshka or self.quantize) and \
+                isinstance(value, (bytes, bytearray, memoryview)) and \
+                len(value) % 4 == 0:
+            value = np.frombuffer(bytes(value), '<f4')
         if isinstance(value, (bytes, bytearray, memoryview)):
             blob = bytes(value)
             expected = etype.nbytes(self.dimensions)
@@ -198,10 +244,25 @@ class VectorField(Field):
         if array.ndim != 1:
             raise self.error('must be one-dimensional, got shape %s'
                              % (array.shape,))
+        if self.matryoshka and array.shape[0] > self.dimensions:
+            array = self._truncate(array)
         if array.shape[0] != self.dimensions:
             raise self.error('has %d dimensions, expected %d' % (
                 array.shape[0], self.dimensions))
-        return etype.pack(array, self)
+        blob = etype.pack(array, self)
+        if self.quantize == 'int8':
+            return quantize_int8(np.frombuffer(blob, '<f4')).tobytes()
+        return blob
+
+    def _truncate(self, array):
+        array = np.asarray(array, np.float64)[:self.dimensions]
+        norm = np.linalg.norm(array)
+        return array / norm if norm > 0 else array
+
+    def sign_bits(self, value, center=None):
+        """The binary companion of a float vector: 1 where x > center."""
+        vector = np.frombuffer(self.to_bytes(value), '<f4')
+        return (vector - center if center is not None else vector) > 0
 
     def db_value(self, value):
         if value is None or isinstance(value, Node):
@@ -210,21 +271,21 @@ class VectorField(Field):
         # vec0 reads untagged BLOBs as float32, so int8 and bit values
         # written to a vec0 table are wrapped in vec_int8() / vec_bit().
         if getattr(self.model, '_is_vec_model', False):
-            return self.element_type.typed(Value(blob, unpack=False))
+            return self.storage.typed(Value(blob, unpack=False))
         return blob
 
     def python_value(self, value):
         if value is None or isinstance(value, np.ndarray):
             return value
-        return self.element_type.unpack(bytes(value), self.dimensions)
+        return self.storage.unpack(bytes(value), self.dimensions)
 
     def sql_value(self, value):
         """A query vector as a SQL value tagged with this element type."""
         if isinstance(value, Node):
             return value
         # converter=False: the bytes are checked here, not again on render.
-        return self.element_type.typed(Value(self.to_bytes(value),
-                                             converter=False, unpack=False))
+        return self.storage.typed(Value(self.to_bytes(value),
+                                        converter=False, unpack=False))
 
     def _distance(self, metric, value):
         if metric not in self.element_type.metrics:
@@ -234,7 +295,7 @@ class VectorField(Field):
                                  self.model.__name__, self.name,
                                  ' or '.join(self.element_type.metrics)))
         register_database(self.model._meta.database)
-        return METRICS[metric](self.element_type.typed(self),
+        return METRICS[metric](self.storage.typed(self),
                                self.sql_value(value))
 
     def distance(self, value):

@@ -122,7 +122,8 @@ class Indexer(object):
     def run(self, rows=None, batch_size=256, progress=None):
         model, content = self.model, self.content
         database = model._meta.database
-        Cache, State, _ = library_models(database)
+        models = library_models(database)
+        Cache, State = models.cache, models.rows
         name = model._meta.table_name
         pk = model._meta.primary_key
         stats = IndexStats(embedded=0, cached=0, updated=0, unchanged=0,

@@ -299,8 +299,9 @@ class KNNSelect(ModelSelect):
     are ordered by distance; ``limit``/``offset`` page through the k.
     """
     def __init__(self, model, field, vector, k=None):
-        fields = list(model._meta.sorted_fields) + [model.distance]
-        super(KNNSelect, self).__init__(model, fields)
+        hidden = set(model._vec.companions.values())
+        fields = [f for f in model._meta.sorted_fields if f not in hidden]
+        super(KNNSelect, self).__init__(model, fields + [model.distance])
         if k is not None and (not isinstance(k, numbers.Integral) or
                               isinstance(k, bool) or k < 0):
             raise ValueError('k must be a non-negative integer, got %r.'
@@ -308,6 +309,7 @@ class KNNSelect(ModelSelect):
         self._knn_field = field
         self._knn_vector = field.sql_value(vector)
         self._knn_k = k
+        self._knn_raw = vector
 
     def joined_models(self):
         """The models in the FROM clause, joins included."""
@@ -358,23 +360,41 @@ class KNNSelect(ModelSelect):
         where.extend(plan.outer)
         return self._base_query(self._returning, where, [model.distance])
 
-    def _exact_query(self):
+    def _rescored_query(self):
+        # quantize='bit': a Hamming KNN on the binary companion column,
+        # with the same filters, picks oversample x k candidates; the exact
+        # scan then ranks only those by their float vectors.
+        model, field = self.model, self._knn_field
+        companion = model._vec.companions[field]
+        bits = field.sign_bits(self._knn_raw, model.center(field))
+        coarse = KNNSelect(model, companion, bits,
+                           min(K_MAX, self.k * field.oversample))
+        coarse._where, coarse._from_list = self._where, self._from_list
+        candidates = model._meta.primary_key.in_(
+            coarse.select(model._meta.primary_key))
+        return self._exact_query([candidates])
+
+    def _exact_query(self, extra=()):
         # Above vec0's k limit: an exact scan, where SQLite itself applies
         # every filter, so nothing needs rewriting.
         model, field = self.model, self._knn_field
         distance = Function(
             'vec_distance_' + field.metric,
-            [field.element_type.typed(field), self._knn_vector])
+            [field.storage.typed(field), self._knn_vector])
         returning = [distance.alias('distance') if node is model.distance
                      else node for node in self._returning]
-        where = FilterPlan(self).exact_filters(distance)
+        where = FilterPlan(self).exact_filters(distance) + list(extra)
         return self._base_query(returning, where, [distance], limit=self.k)
 
     def compiled(self):
         """The plain query this KNN search runs as."""
         self._check_order()
-        inner = (self._exact_query() if self.k > K_MAX
-                 else self._knn_query())
+        if self.k > K_MAX:
+            inner = self._exact_query()
+        elif self._knn_field in self.model._vec.companions:
+            inner = self._rescored_query()
+        else:
+            inner = self._knn_query()
         if self._limit is None and not self._offset:
             return inner
         knn = inner.cte('knn', materialized=True)

@@ -21,10 +21,14 @@ and never uses ``ALTER TABLE ... RENAME`` (it corrupts vec0 tables).
 ``playhouse_vec_schema``
     for each derived index, its fingerprint (JSON) and whether it is
     ``ready`` or still ``building``.
+``playhouse_vec_centers``
+    for binary-quantized vector columns, the mean vector the sign bits are
+    taken around.
 
 Each database gets its own bound copies of these models
 (:func:`library_models`); the tables are created on first use.
 """
+import collections
 import json
 import sys
 import threading
@@ -68,14 +72,27 @@ class IndexSchema(Model):
         table_name = 'playhouse_vec_schema'
 
 
-LIBRARY_MODELS = (EmbeddingCache, IndexedRow, IndexSchema)
+class VectorCenter(Model):
+    index = TextField()
+    field = TextField()
+    vector = BlobField()       # float32: the mean the sign bits are taken
+                               # around (quantize='bit').
+
+    class Meta:
+        table_name = 'playhouse_vec_centers'
+        primary_key = CompositeKey('index', 'field')
+
+
+LIBRARY_MODELS = (EmbeddingCache, IndexedRow, IndexSchema, VectorCenter)
+LibraryModels = collections.namedtuple('LibraryModels',
+                                       'cache rows schema centers')
 _bound = weakref.WeakKeyDictionary()
 _lock = threading.Lock()
 
 
 def library_models(database):
-    """(EmbeddingCache, IndexedRow, IndexSchema) bound to ``database``,
-    their tables created."""
+    """The library's models (cache, rows, schema, centers) bound to
+    ``database``, their tables created."""
     with _lock:
         models = _bound.get(database)
         if models is None:
@@ -87,7 +104,7 @@ def library_models(database):
                     '__module__': __name__})
                 for model in LIBRARY_MODELS)
             database.create_tables(models, safe=True)
-            _bound[database] = models
+            models = _bound[database] = LibraryModels(*models)
     return models
 
 
@@ -135,7 +152,7 @@ class DerivedSchemaManager(VirtualTableSchemaManager):
         content = model._meta.content
         if content is not None:
             content.create_table(safe=True)
-        Schema = library_models(database)[2]
+        Schema = library_models(database).schema
         name = model._meta.table_name
         current = model.fingerprint()
         if not model.table_exists():
@@ -192,11 +209,11 @@ class DerivedSchemaManager(VirtualTableSchemaManager):
         self._fill(Schema, current, True)
 
     def _forget_rows(self):
-        IndexedRow = library_models(self.model._meta.database)[1]
-        (IndexedRow
-         .delete()
-         .where(IndexedRow.index == self.model._meta.table_name)
-         .execute())
+        models = library_models(self.model._meta.database)
+        name = self.model._meta.table_name
+        for model in (models.rows, models.centers):
+            model.delete().where(model.index == name).execute()
+        self.model.__dict__.get('_centers', {}).clear()
 
     def _fill(self, Schema, current, fill):
         if fill:
@@ -227,7 +244,7 @@ class DerivedSchemaManager(VirtualTableSchemaManager):
         database = model._meta.database
         drop_triggers(database, model._sync_trigger_names())
         super(DerivedSchemaManager, self).drop_table(safe, **options)
-        Schema = library_models(database)[2]
+        Schema = library_models(database).schema
         Schema.delete().where(Schema.index ==
                               model._meta.table_name).execute()
         self._forget_rows()
