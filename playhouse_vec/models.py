@@ -537,7 +537,7 @@ class VecModel(VirtualModel):
         return cache[field.name]
 
     @classmethod
-    def recenter(cls):
+    def recenter(cls, batch_size=1000):
         """
         Take the sign bits of ``quantize='bit'`` columns around the mean of
         the stored vectors, and rewrite them. Embeddings are anisotropic
@@ -550,6 +550,7 @@ class VecModel(VirtualModel):
         database = cls._meta.database
         pk = cls._meta.primary_key
         Centers = library_models(database).centers
+        fields = cls._meta.sorted_fields
         for field, companion in cls._vec.companions.items():
             total, count = np.zeros(field.dimensions), 0
             for (vector,) in cls.select(field).tuples().iterator():
@@ -566,12 +567,17 @@ class VecModel(VirtualModel):
                  .execute())
                 cls.center(field)
                 cls._centers[field.name] = center
-                rows = cls.select(pk, field).tuples().iterator()
-                for key, vector in rows:
-                    (cls
-                     .update({companion: field.sign_bits(vector, center)})
-                     .where(pk == key)
-                     .execute())
+                # vec0 cannot UPDATE bit vectors: replace rows in batches
+                # (the new bits are derived from the float vectors).
+                query = cls.select(*fields).order_by(pk).tuples()
+                batch = []
+                for row in query.iterator():
+                    batch.append(dict(zip(fields, row)))
+                    if len(batch) == batch_size:
+                        cls.replace_many(batch).execute()
+                        batch = []
+                if batch:
+                    cls.replace_many(batch).execute()
 
     @classmethod
     def search(cls, text, k=10, task=None):
