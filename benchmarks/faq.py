@@ -11,6 +11,14 @@ import csv
 import json
 import os
 
+from peewee import Model
+from peewee import TextField
+
+from playhouse_vec import FTSModel
+from playhouse_vec import SearchField
+from playhouse_vec import VecModel
+from playhouse_vec import VectorField
+
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_DIR = os.path.join(HERE, '..', '..', 'shared', 'data', 'faq')
@@ -55,3 +63,53 @@ def evaluate(search, questions, k=5):
         hits += hit
         mrr += rr
     return hits / len(questions), mrr / len(questions)
+
+
+def declare(db, tokenize=None, embedder=None):
+    """(Doc, DocFTS, DocVec) models of the FAQ documents in ``db``; DocVec
+    is None without an embedder. The tables are created and filled."""
+    class Doc(Model):
+        doc_id = TextField()
+        course = TextField(index=True)
+        section = TextField()
+        question = TextField()
+        text = TextField()
+
+        class Meta:
+            database = db
+
+    class DocFTS(FTSModel):
+        question = SearchField()
+        text = SearchField()
+        section = SearchField()
+
+        class Meta:
+            database = db
+            content = Doc
+
+    if tokenize:
+        DocFTS._meta.tokenize = tokenize
+    DocVec = None
+    if embedder is not None:
+        doc_embedder = embedder
+
+        class DocVec(VecModel):
+            embedding = VectorField(embedder.dimensions, metric='cosine')
+            course = TextField()
+
+            class Meta:
+                database = db
+                content = Doc
+                embedder = doc_embedder
+                embed = lambda d: d.question + '\n' + d.text  # noqa: E731
+
+    db.create_tables([m for m in (Doc, DocFTS, DocVec) if m is not None])
+    documents = load()[0]
+    if Doc.select().count() != len(documents):
+        Doc.delete().execute()
+        with db.atomic():
+            Doc.insert_many([dict(doc_id=d['id'], course=d['course'],
+                                  section=d['section'],
+                                  question=d['question'], text=d['text'])
+                             for d in documents]).execute()
+    return Doc, DocFTS, DocVec

@@ -12,43 +12,18 @@ import sys
 import tempfile
 import time
 
-from peewee import Model
 from peewee import SqliteDatabase
-from peewee import TextField
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import faq  # noqa: E402
 
-from playhouse_vec import FTSModel  # noqa: E402
-from playhouse_vec import SearchField  # noqa: E402
 from playhouse_vec.fts import ENGLISH_STOPWORDS  # noqa: E402
 
 
 def build(path, tokenize):
     """A FAQ document table and its FTS index in a fresh database."""
     db = SqliteDatabase(path)
-
-    class Doc(Model):
-        doc_id = TextField()
-        course = TextField(index=True)
-        section = TextField()
-        question = TextField()
-        text = TextField()
-
-        class Meta:
-            database = db
-
-    class DocFTS(FTSModel):
-        question = SearchField()
-        text = SearchField()
-        section = SearchField()
-
-        class Meta:
-            database = db
-            content = Doc
-
-    DocFTS._meta.tokenize = tokenize
-    db.create_tables([Doc, DocFTS])
+    Doc, DocFTS, _ = faq.declare(db, tokenize)
     return db, Doc, DocFTS
 
 
@@ -74,11 +49,6 @@ def run(documents, questions, directory):
         if tokenize not in built:
             path = os.path.join(directory, '%d.db' % len(built))
             db, Doc, DocFTS = build(path, tokenize)
-            with db.atomic():
-                Doc.insert_many([
-                    dict(doc_id=d['id'], course=d['course'],
-                         section=d['section'], question=d['question'],
-                         text=d['text']) for d in documents]).execute()
             built[tokenize] = (db, Doc, DocFTS)
         db, Doc, DocFTS = built[tokenize]
         stopwords = ENGLISH_STOPWORDS if stop else ()

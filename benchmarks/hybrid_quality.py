@@ -18,18 +18,12 @@ import sys
 import time
 
 import numpy as np
-from peewee import Model
 from peewee import SqliteDatabase
-from peewee import TextField
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import faq  # noqa: E402
 
-from playhouse_vec import FTSModel  # noqa: E402
 from playhouse_vec import LocalEmbedder  # noqa: E402
-from playhouse_vec import SearchField  # noqa: E402
-from playhouse_vec import VecModel  # noqa: E402
-from playhouse_vec import VectorField  # noqa: E402
 from playhouse_vec import hybrid_search  # noqa: E402
 
 CACHE = os.environ.get('PLAYHOUSE_VEC_CACHE',
@@ -39,46 +33,7 @@ CACHE = os.environ.get('PLAYHOUSE_VEC_CACHE',
 def build(documents, embedder):
     os.makedirs(CACHE, exist_ok=True)
     db = SqliteDatabase(os.path.join(CACHE, 'faq_quality.db'))
-
-    class Doc(Model):
-        doc_id = TextField()
-        course = TextField(index=True)
-        section = TextField()
-        question = TextField()
-        text = TextField()
-
-        class Meta:
-            database = db
-
-    class DocFTS(FTSModel):
-        question = SearchField()
-        text = SearchField()
-        section = SearchField()
-
-        class Meta:
-            database = db
-            content = Doc
-
-    local_embedder = embedder
-
-    class DocVec(VecModel):
-        embedding = VectorField(embedder.dimensions, metric='cosine')
-        course = TextField()
-
-        class Meta:
-            database = db
-            content = Doc
-            embedder = local_embedder
-            embed = lambda d: d.question + '\n' + d.text  # noqa: E731
-
-    db.create_tables([Doc, DocFTS, DocVec])
-    if Doc.select().count() != len(documents):
-        Doc.delete().execute()
-        with db.atomic():
-            Doc.insert_many([dict(doc_id=d['id'], course=d['course'],
-                                  section=d['section'],
-                                  question=d['question'], text=d['text'])
-                             for d in documents]).execute()
+    Doc, DocFTS, DocVec = faq.declare(db, embedder=embedder)
     start = time.perf_counter()
     stats = DocVec.index(progress=True, batch_size=32)
     if stats.embedded:

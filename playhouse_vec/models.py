@@ -37,7 +37,9 @@ from peewee import Node
 from peewee import NodeList
 from peewee import SQL
 from peewee import Table
+from peewee import Value
 from peewee import VirtualField
+from peewee import fn
 from playhouse.sqlite_ext import RowIDField
 from playhouse.sqlite_ext import VirtualModel
 
@@ -440,29 +442,42 @@ class VecModel(VirtualModel):
         copy them back, all in one transaction; then ``VACUUM``.
         Returns the number of rows kept.
         """
+        rows = cls._rewrite_table({})
+        if vacuum:
+            cls._meta.database.execute_sql('VACUUM')
+        return rows
+
+    @classmethod
+    def _rewrite_table(cls, derived):
+        """Copy the rows aside, drop and recreate the table, copy them back
+        (``derived`` maps fields to SQL computing them from the copy's
+        columns), in one transaction. Returns the number of rows."""
         database = cls._meta.database
         pk = cls._meta.primary_key
         fields = [pk] + [f for f in cls._meta.sorted_fields if f is not pk]
-        name = cls._meta.table_name + '_compact'
-        columns = ['c%d' % i for i in range(len(fields))]
-        copy = Table(name, columns)
+        name = cls._meta.table_name + '_rewrite'
+        columns = dict((f, 'c%d' % i) for i, f in enumerate(fields))
+        copy = Table(name, [columns[f] for f in fields])
         with atomic(database):
             database.execute(NodeList((
                 SQL('CREATE TABLE'), Entity(name), SQL('AS'),
-                cls.select(*[f.alias(c) for f, c in zip(fields, columns)]))))
+                cls.select(*[f.alias(columns[f]) for f in fields]))))
             database.execute_sql(
                 cls._schema._drop_table(safe=True).query()[0])
             database.execute_sql(
                 cls._schema._create_table(safe=False).query()[0])
-            values = [getattr(copy, c) for c in columns]
-            values = [f.storage.typed(v)
-                      if isinstance(f, VectorField) else v
-                      for f, v in zip(fields, values)]
+            values = []
+            for f in fields:
+                value = getattr(copy, columns[f])
+                if f in derived:
+                    value = derived[f](lambda other: getattr(
+                        copy, columns[other]))
+                elif isinstance(f, VectorField):
+                    value = f.storage.typed(value)
+                values.append(value)
             rows = database.execute(cls.insert_from(
                 copy.select(*values), fields)).rowcount
             database.execute(NodeList((SQL('DROP TABLE'), Entity(name))))
-        if vacuum:
-            database.execute_sql('VACUUM')
         return rows
 
     @classmethod
@@ -537,7 +552,7 @@ class VecModel(VirtualModel):
         return cache[field.name]
 
     @classmethod
-    def recenter(cls, batch_size=1000):
+    def recenter(cls):
         """
         Take the sign bits of ``quantize='bit'`` columns around the mean of
         the stored vectors, and rewrite them. Embeddings are anisotropic
@@ -548,18 +563,17 @@ class VecModel(VirtualModel):
         the data changes a lot.
         """
         database = cls._meta.database
-        pk = cls._meta.primary_key
         Centers = library_models(database).centers
-        fields = cls._meta.sorted_fields
-        for field, companion in cls._vec.companions.items():
-            total, count = np.zeros(field.dimensions), 0
-            for (vector,) in cls.select(field).tuples().iterator():
-                total += vector
-                count += 1
-            if not count:
-                continue
-            center = (total / count).astype('<f4')
-            with atomic(database):
+        derived = {}
+        with atomic(database):
+            for field, companion in cls._vec.companions.items():
+                total, count = np.zeros(field.dimensions), 0
+                for (vector,) in cls.select(field).tuples().iterator():
+                    total += vector
+                    count += 1
+                if not count:
+                    continue
+                center = (total / count).astype('<f4')
                 (Centers
                  .insert(index=cls._meta.table_name, field=field.name,
                          vector=center.tobytes())
@@ -567,17 +581,15 @@ class VecModel(VirtualModel):
                  .execute())
                 cls.center(field)
                 cls._centers[field.name] = center
-                # vec0 cannot UPDATE bit vectors: replace rows in batches
-                # (the new bits are derived from the float vectors).
-                query = cls.select(*fields).order_by(pk).tuples()
-                batch = []
-                for row in query.iterator():
-                    batch.append(dict(zip(fields, row)))
-                    if len(batch) == batch_size:
-                        cls.replace_many(batch).execute()
-                        batch = []
-                if batch:
-                    cls.replace_many(batch).execute()
+                # vec0 cannot UPDATE bit vectors: the table is rewritten
+                # with bits computed in SQL (LSB-first, as sign_bits()).
+                derived[companion] = (
+                    lambda column, field=field, center=center:
+                    fn.vec_quantize_binary(fn.vec_sub(
+                        column(field), Value(center.tobytes(),
+                                             unpack=False))))
+            if derived:
+                cls._rewrite_table(derived)
 
     @classmethod
     def search(cls, text, k=10, task=None):

@@ -361,20 +361,42 @@ class KNNSelect(ModelSelect):
         return self._base_query(self._returning, where, [model.distance])
 
     def _rescored_query(self):
-        # quantize='bit': a Hamming KNN on the binary companion column,
-        # with the same filters, picks oversample x k candidates; the exact
-        # scan then ranks only those by their float vectors.
+        # quantize='bit': a Hamming KNN on the binary companion column, with
+        # the same filters, picks oversample x k candidates and returns their
+        # selected columns and float vectors (vec0 reads them cheaply inside
+        # the KNN); the outer query ranks those by the exact distance.
         model, field = self.model, self._knn_field
-        companion = model._vec.companions[field]
+        distance_terms, terms = [], []
+        for term in split_and(self._where):
+            uses = any(ref is model.distance for ref in column_refs(term))
+            (distance_terms if uses else terms).append(term)
         bits = field.sign_bits(self._knn_raw, model.center(field))
-        coarse = KNNSelect(model, companion, bits,
+        coarse = KNNSelect(model, model._vec.companions[field], bits,
                            min(K_MAX, self.k * field.oversample))
-        coarse._where, coarse._from_list = self._where, self._from_list
-        candidates = model._meta.primary_key.in_(
-            coarse.select(model._meta.primary_key))
-        return self._exact_query([candidates])
+        coarse._from_list = self._from_list
+        coarse._where = reduce(operator.and_, terms) if terms else None
+        nodes = list(self._returning)
+        columns = [node.alias('c%d' % i) for i, node in enumerate(nodes)
+                   if node is not model.distance]
+        cte = (coarse
+               .select(*(columns + [field.alias('rescore_vector')]))
+               .cte('coarse', materialized=True))
+        distance = Function('vec_distance_' + field.metric, [
+            field.storage.typed(cte.c.rescore_vector), self._knn_vector])
+        out = [distance.alias('distance') if node is model.distance else
+               getattr(cte.c, 'c%d' % i).alias(_column_name(node, i))
+               for i, node in enumerate(nodes)]
+        where = [replace_node(t, model.distance, distance)
+                 for t in distance_terms]
+        query = (Select([cte], out)
+                 .with_cte(cte)
+                 .order_by(distance)
+                 .limit(self.k))
+        if where:
+            query = query.where(reduce(operator.and_, where))
+        return query
 
-    def _exact_query(self, extra=()):
+    def _exact_query(self):
         # Above vec0's k limit: an exact scan, where SQLite itself applies
         # every filter, so nothing needs rewriting.
         model, field = self.model, self._knn_field
@@ -383,7 +405,7 @@ class KNNSelect(ModelSelect):
             [field.storage.typed(field), self._knn_vector])
         returning = [distance.alias('distance') if node is model.distance
                      else node for node in self._returning]
-        where = FilterPlan(self).exact_filters(distance) + list(extra)
+        where = FilterPlan(self).exact_filters(distance)
         return self._base_query(returning, where, [distance], limit=self.k)
 
     def compiled(self):
@@ -397,9 +419,11 @@ class KNNSelect(ModelSelect):
             inner = self._knn_query()
         if self._limit is None and not self._offset:
             return inner
+        # Hoist the inner query's own CTEs: a CTE body cannot hold a WITH.
+        ctes, inner._cte_list = list(inner._cte_list or ()), None
         knn = inner.cte('knn', materialized=True)
         outer = (Select([knn], [SQL('*')])
-                 .with_cte(knn)
+                 .with_cte(*(ctes + [knn]))
                  .limit(self._limit)
                  .offset(self._offset))
         for position, node in enumerate(self._returning, 1):
@@ -417,6 +441,13 @@ def compiled_with_alias(query):
     if query._alias:
         compiled = compiled.alias(query._alias)
     return compiled
+
+
+def _column_name(node, index):
+    """The name a selected node comes back under."""
+    if isinstance(node, Field):
+        return node.name
+    return getattr(node, '_alias', None) or 'c%d' % index
 
 
 def _collect_sources(node, found):

@@ -149,3 +149,19 @@ def test_bad_quantization_options():
         VectorField(12, quantize='bit')
     with pytest.raises(ValueError, match='oversample'):
         VectorField(8, quantize='bit', oversample=0)
+
+
+def test_rescored_rows_compose_like_any_knn(db, data):
+    Doc = declare(db, quantize='bit', oversample=16)
+    load(Doc, data)
+    Doc.recenter()
+    q = data[1][3]
+    full = [(r.rowid, r.distance) for r in Doc.knn(q, k=20)]
+    page = [(r.rowid, r.distance) for r in Doc.knn(q, k=20).paginate(2, 5)]
+    assert page == full[5:10]
+    cut = full[7][1]
+    near = [r.rowid for r in Doc.knn(q, k=20).where(Doc.distance < cut)]
+    assert near == [i for i, _ in full[:7]]    # On the exact distance.
+    one = Doc.knn(q, k=3).select(Doc.course, Doc.distance).dicts().get()
+    assert set(one) == {'course', 'distance'}
+    assert one['course'] == data[2][full[0][0] - 1]
