@@ -552,7 +552,7 @@ class VecModel(VirtualModel):
         return cache[field.name]
 
     @classmethod
-    def recenter(cls):
+    def recenter(cls, vacuum=True):
         """
         Take the sign bits of ``quantize='bit'`` columns around the mean of
         the stored vectors, and rewrite them. Embeddings are anisotropic
@@ -560,7 +560,8 @@ class VecModel(VirtualModel):
         zero then lose most of their information: on the course FAQ data,
         centring raised recall@10 at 8x oversampling from 0.63 to 0.86.
         :meth:`index` does it after the first bulk load; call it again if
-        the data changes a lot.
+        the data changes a lot. vec0 cannot UPDATE bit vectors, so the
+        table is rewritten (like :meth:`compact`), then vacuumed.
         """
         database = cls._meta.database
         Centers = library_models(database).centers
@@ -590,6 +591,8 @@ class VecModel(VirtualModel):
                                              unpack=False))))
             if derived:
                 cls._rewrite_table(derived)
+        if derived and vacuum:
+            database.execute_sql('VACUUM')   # Free the copy's pages.
 
     @classmethod
     def search(cls, text, k=10, task=None):
