@@ -9,44 +9,17 @@ import threading
 import time
 
 import numpy as np
-from peewee import Model
-from peewee import TextField
 
-from playhouse_vec import FTSModel
-from playhouse_vec import SearchField
-from playhouse_vec import VecModel
-from playhouse_vec import VectorField
-
+import notes_app
 from conftest import hashed_vectors
-from conftest import new_database
 
 SECONDS = float(os.environ.get('PLAYHOUSE_VEC_STRESS_SECONDS', 20))
-DIMS = 32
+DIMS = notes_app.DIMS
 
 
 def test_one_writer_four_readers(tmp_path):
-    db = new_database(str(tmp_path / 'stress.db'))
-
-    class Note(Model):
-        title = TextField()
-
-        class Meta:
-            database = db
-
-    class NoteFTS(FTSModel):
-        title = SearchField()
-
-        class Meta:
-            database = db
-            content = Note
-
-    class NoteVec(VecModel):
-        embedding = VectorField(DIMS, metric='cosine')
-
-        class Meta:
-            database = db
-            content = Note
-
+    db, Note, NoteFTS, NoteVec = notes_app.app(str(tmp_path / 'stress.db'),
+                                               'hash-v1')
     db.create_tables([Note, NoteFTS, NoteVec])
     assert db.execute_sql('pragma journal_mode').fetchone()[0] == 'wal'
     stop = threading.Event()

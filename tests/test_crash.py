@@ -13,9 +13,9 @@ import time
 
 import pytest
 
-import crash_child
+import notes_app
 
-CHILD = crash_child.__file__
+CHILD = notes_app.__file__
 ROWS = 600
 
 
@@ -36,14 +36,14 @@ def run(path, model, kill_after=None, rows=ROWS):
 
 
 def results(path, model):
-    db, Note, NoteFTS, NoteVec = crash_child.app(path, model)
+    db, Note, NoteFTS, NoteVec = notes_app.app(path, model)
     db.create_tables([Note, NoteFTS, NoteVec])
     assert NoteVec.check_index().ok and NoteFTS.check_index().ok
     state = (
         Note.select().count(),
         [tuple(r) for r in Note.select().order_by(Note.id).tuples()],
         [[(r.rowid, round(r.distance, 6)) for r in NoteVec.search(
-            crash_child.title(i), k=5)] for i in (0, 99, 250, 399)],
+            notes_app.title(i), k=5)] for i in (0, 99, 250, 399)],
         [[n.id for n in NoteFTS.search('subject %d' % s, k=5)]
          for s in (3, 17)],
         db.execute_sql('select status from playhouse_vec_schema where '

@@ -1,8 +1,9 @@
 """
-The program the crash test kills: it adds content and indexes it, as an
-application would at start-up. Run as:
+A small notes application (content, FTS5 and vector index) for the crash
+and stress tests. As a program it adds content and indexes it, as an
+application would at start-up; the crash test kills it. Run as:
 
-    python crash_child.py DB_PATH ROWS MODEL [--slow]
+    python notes_app.py DB_PATH ROWS MODEL [--slow]
 
 MODEL names the embedding model ('hash-v1', 'hash-v2'); changing it makes
 the next start-up rebuild the vector index (on_schema_change='rebuild').
