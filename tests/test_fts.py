@@ -349,3 +349,16 @@ def test_quality_on_faq_dev_questions(tmp_path):
     assert hit >= 0.95 and mrr >= 0.895, (hit, mrr)
     db.close()
 
+
+
+def test_optimize_merges_the_index(db, models):
+    Note, NoteFTS, _ = models
+    for i in range(30):    # Each write adds an FTS5 segment.
+        Note.create(title='note %d' % i, body='text %d' % i)
+    segments = db.execute_sql('select count(*) from notefts_data'
+                              ).fetchone()[0]
+    NoteFTS.optimize()
+    assert db.execute_sql('select count(*) from notefts_data'
+                          ).fetchone()[0] < segments
+    assert NoteFTS.search('note', k=100).count() == 30
+    assert NoteFTS.check_index().ok
