@@ -1,0 +1,92 @@
+"""
+Ingest rate: documents with three text fields and a 768-d vector written to
+a content table, its FTS5 index (by triggers) and a vec0 table, in
+transactions of 1,000 documents.
+
+    python benchmarks/ingest.py [--docs 100000] [--dims 768]
+"""
+import argparse
+import os
+import sys
+import tempfile
+import time
+
+import numpy as np
+from peewee import Model
+from peewee import SqliteDatabase
+from peewee import TextField
+
+from playhouse_vec import FTSModel
+from playhouse_vec import SearchField
+from playhouse_vec import VecModel
+from playhouse_vec import VectorField
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from knn import embedding_like  # noqa: E402
+
+PRAGMAS = {'synchronous': 'normal', 'cache_size': -131072}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser.add_argument('--docs', type=int, default=100000)
+    parser.add_argument('--dims', type=int, default=768)
+    args = parser.parse_args()
+    vectors, _ = embedding_like(args.docs, args.dims)
+    rng = np.random.default_rng(0)
+    words = np.array(['w%d' % i for i in range(5000)])
+    picks = rng.integers(0, 5000, size=(args.docs, 48))
+    with tempfile.TemporaryDirectory() as directory:
+        db = SqliteDatabase(os.path.join(directory, 'ingest.db'),
+                            pragmas=PRAGMAS)
+
+        class Doc(Model):
+            title = TextField()
+            summary = TextField()
+            body = TextField()
+
+            class Meta:
+                database = db
+
+        class DocFTS(FTSModel):
+            title = SearchField()
+            summary = SearchField()
+            body = SearchField()
+
+            class Meta:
+                database = db
+                content = Doc
+
+        class DocVec(VecModel):
+            embedding = VectorField(args.dims, metric='cosine')
+
+            class Meta:
+                database = db
+                content = Doc
+
+        db.create_tables([Doc, DocFTS, DocVec])
+        start = time.perf_counter()
+        for lo in range(0, args.docs, 1000):
+            hi = min(args.docs, lo + 1000)
+            with db.atomic():
+                Doc.insert_many([
+                    (i + 1, ' '.join(words[picks[i, :6]]),
+                     ' '.join(words[picks[i, 6:18]]),
+                     ' '.join(words[picks[i, 18:]]))
+                    for i in range(lo, hi)],
+                    fields=[Doc.id, Doc.title, Doc.summary, Doc.body]
+                ).execute()
+                DocVec.insert_many([{'rowid': i + 1,
+                                     'embedding': vectors[i]}
+                                    for i in range(lo, hi)]).execute()
+        elapsed = time.perf_counter() - start
+        print('%d documents (3 text fields, %d-d vector) -> content + FTS5 '
+              '+ vec0: %.0f docs/s (%.1f s); chunk_size=%d, WAL, PRAGMAs %s'
+              % (args.docs, args.dims, args.docs / elapsed, elapsed,
+                 DocVec._vec.chunk_size, PRAGMAS))
+        assert DocFTS.check_index().ok and DocVec.check_index().ok
+        db.close()
+
+
+if __name__ == '__main__':
+    main()
