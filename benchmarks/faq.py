@@ -89,8 +89,9 @@ def declare(db, tokenize=None, embedder=None):
 
     if tokenize:
         DocFTS._meta.tokenize = tokenize
-    DocVec = None
-    if embedder is not None:
+    if embedder is None:
+        DocVec = None
+    else:
         doc_embedder = embedder
 
         class DocVec(VecModel):

@@ -4,7 +4,6 @@ killed with SIGKILL at random points, then started again; in the end the
 content is complete, every index is consistent, and searches return what a
 clean build returns.
 """
-import os
 import random
 import signal
 import subprocess

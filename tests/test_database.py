@@ -9,7 +9,6 @@ import pytest
 from peewee import DatabaseProxy
 from peewee import ImproperlyConfigured
 from peewee import Model
-from peewee import TextField
 from playhouse.pool import PooledSqliteDatabase
 from playhouse.sqliteq import SqliteQueueDatabase
 

@@ -1,7 +1,6 @@
 import os
 import sys
 
-import numpy as np
 import peewee
 import pytest
 from hypothesis import HealthCheck
@@ -17,8 +16,6 @@ from playhouse_vec import SearchField
 from playhouse_vec import VecModel
 from playhouse_vec import VectorField
 from playhouse_vec.fts import text_query
-
-from conftest import new_database
 
 
 @pytest.fixture

@@ -162,7 +162,7 @@ def test_metadata_filter_50_of_10000(corpus):
 
 
 def test_join_filter_on_a_third_table(corpus):
-    NoteVec, Note, Tag = corpus['NoteVec'], corpus['Note'], corpus['Tag']
+    NoteVec, Tag = corpus['NoteVec'], corpus['Tag']
     query = (NoteVec.knn(corpus['query'], k=10)
              .join(Tag, on=(Tag.note == NoteVec.rowid))
              .where(Tag.name == 'tag7'))
