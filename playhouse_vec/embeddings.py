@@ -17,6 +17,7 @@ types) that tells whether stored vectors were made the same way.
 import concurrent.futures
 import hashlib
 import json
+import os
 import threading
 
 import numpy as np
@@ -222,7 +223,8 @@ class GoogleEmbedder(Embedder):
     :param retries: retries of 408/429/5xx answers and timeouts, with
         exponential backoff and jitter, before an error is raised.
     :param timeout: seconds to wait for one request.
-    :param api_version: the API version, pinned (default ``'v1beta'``).
+    :param api_version: the API version, pinned (default ``'v1beta'`` for
+        the Gemini API, ``'v1beta1'`` for Vertex AI).
     :param base_url: another endpoint (a proxy, or a test server).
     """
     provider = 'google'
@@ -230,7 +232,7 @@ class GoogleEmbedder(Embedder):
     def __init__(self, model='gemini-embedding-001', dimensions=768,
                  api_key=None, vertexai=None, batch_size=100, concurrency=4,
                  retries=4, initial_delay=1.0, max_delay=30.0, timeout=60.0,
-                 api_version='v1beta', base_url=None):
+                 api_version=None, base_url=None):
         try:
             from google import genai
             from google.genai import types
@@ -249,7 +251,12 @@ class GoogleEmbedder(Embedder):
         self.concurrency = max(1, int(concurrency))
         self.retries = retries
         self.timeout = timeout
-        self.api_version = api_version
+        if vertexai is None:
+            vertexai = any(os.environ.get(name, '').lower() in ('1', 'true')
+                           for name in ('GOOGLE_GENAI_USE_VERTEXAI',
+                                        'GOOGLE_GENAI_USE_ENTERPRISE'))
+        self.api_version = api_version = api_version or (
+            'v1beta1' if vertexai else 'v1beta')
         self._types = types
         http_options = types.HttpOptions(
             api_version=api_version, base_url=base_url,

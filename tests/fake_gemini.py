@@ -2,7 +2,9 @@
 A fake Gemini API on 127.0.0.1 for the real google-genai SDK.
 
 It serves ``POST /{version}/models/{model}:batchEmbedContents`` like the
-Gemini Developer API: it checks the key header, the 100-request limit, the
+Gemini Developer API, and the Vertex AI routes ``…/publishers/google/models/
+{model}:embedContent`` and ``:batchEmbedContents`` (items carry an
+``embedContentConfig`` and no model name): it checks the key header, the 100-request limit, the
 per-request model name, task types and titles; answers with deterministic
 vectors that are unit length at 3072 dimensions and truncated without
 renormalising (like gemini-embedding-001); and can be told to fail, stall
@@ -22,6 +24,9 @@ TASKS = {'TASK_TYPE_UNSPECIFIED', 'RETRIEVAL_QUERY', 'RETRIEVAL_DOCUMENT',
          'SEMANTIC_SIMILARITY', 'CLASSIFICATION', 'CLUSTERING',
          'QUESTION_ANSWERING', 'FACT_VERIFICATION', 'CODE_RETRIEVAL_QUERY'}
 ROUTE = re.compile(r'^/(v1|v1beta)/models/([^/:]+):batchEmbedContents$')
+VERTEX_ROUTE = re.compile(
+    r'^/(v1|v1beta1)/(?:projects/[^/]+/locations/[^/]+/)?publishers/google/'
+    r'models/([^/:]+):(embedContent|batchEmbedContents)$')
 
 
 def fake_vector(text, task, dims=3072):
@@ -99,13 +104,15 @@ class FakeGemini(object):
     def _handle(self, handler):
         length = int(handler.headers.get('Content-Length') or 0)
         body = json.loads(handler.rfile.read(length) or b'{}')
-        match = ROUTE.match(handler.path.split('?')[0])
+        path = handler.path.split('?')[0]
+        match = ROUTE.match(path) or VERTEX_ROUTE.match(path)
         with self._lock:
             self.in_flight += 1
             self.max_in_flight = max(self.max_in_flight, self.in_flight)
             self.log.append({'path': handler.path, 'time': time.time(),
                              'key': handler.headers.get('x-goog-api-key'),
-                             'requests': body.get('requests')})
+                             'requests': body.get('requests'),
+                             'body': body})
             failure = self.failures.pop(0) if self.failures else None
         try:
             time.sleep(failure[1] if failure else self.delay)
@@ -122,7 +129,9 @@ class FakeGemini(object):
             return self._error(handler, status, 'Injected failure.', reason)
         if match is None:
             return self._error(handler, 404, 'Not found.', 'NOT_FOUND')
-        version, model = match.groups()
+        version, model = match.groups()[:2]
+        vertex = match.re is VERTEX_ROUTE
+        single = vertex and match.group(3) == 'embedContent'
         if handler.headers.get('x-goog-api-key') != self.api_key:
             return self._error(handler, 400, 'API key not valid. Please '
                                'pass a valid API key.', 'INVALID_ARGUMENT')
@@ -130,24 +139,29 @@ class FakeGemini(object):
             return self._error(handler, 404, 'models/%s is not found for '
                                'API version %s' % (model, version),
                                'NOT_FOUND')
-        requests = body.get('requests') or []
+        requests = [body] if single else (body.get('requests') or [])
         if len(requests) > 100:
             return self._error(handler, 400, '* BatchEmbedContentsRequest.'
                                'requests: at most 100 requests can be in one '
                                'batch\n', 'INVALID_ARGUMENT')
         vectors = []
         for item in requests:
-            task = item.get('taskType', 'TASK_TYPE_UNSPECIFIED')
-            dims = item.get('outputDimensionality', 3072)
-            if item.get('model') != 'models/%s' % model or \
-                    task not in TASKS or not 1 <= dims <= 3072 or \
-                    ('title' in item and task != 'RETRIEVAL_DOCUMENT'):
+            config = item.get('embedContentConfig', {}) if vertex else item
+            task = config.get('taskType', 'TASK_TYPE_UNSPECIFIED')
+            dims = config.get('outputDimensionality', 3072)
+            model_ok = 'model' not in item if vertex else \
+                item.get('model') == 'models/%s' % model
+            if not model_ok or task not in TASKS or not 1 <= dims <= 3072 \
+                    or ('title' in config and task != 'RETRIEVAL_DOCUMENT'):
                 return self._error(handler, 400, 'Invalid request item: %s'
                                    % json.dumps(item)[:200],
                                    'INVALID_ARGUMENT')
             text = ''.join(p.get('text', '') for p in
                            item['content']['parts'])
             vectors.append(fake_vector(text, task)[:dims].tolist())
+        if single:
+            return self._reply(handler, 200,
+                               {'embedding': {'values': vectors[0]}})
         if self.drop:
             vectors, self.drop = vectors[self.drop:], 0
         self._reply(handler, 200, {'embeddings': [{'values': v}

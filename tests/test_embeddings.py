@@ -1,4 +1,3 @@
-import os
 import time
 
 import numpy as np
@@ -177,3 +176,26 @@ def test_function_embedder_adapts_any_callable():
     bad = FunctionEmbedder(lambda texts: [[1.0, 2.0]], dimensions=2)
     with pytest.raises(EmbeddingError, match='1 vectors for 2 texts'):
         bad.embed_documents(['a', 'b'])
+
+
+def test_vertex_ai_from_the_environment(fake, monkeypatch):
+    monkeypatch.setenv('GOOGLE_GENAI_USE_VERTEXAI', 'true')
+    monkeypatch.setenv('GOOGLE_API_KEY', 'test-key')   # Vertex express mode
+    monkeypatch.delenv('GEMINI_API_KEY', raising=False)
+    embedder = google(fake, api_key=None)
+    assert embedder.api_version == 'v1beta1'
+    vectors = embedder.embed_documents(['a', 'b'], titles=['T', 'T'])
+    query = embedder.embed_query('a?', task='QUESTION_ANSWERING')
+    assert vectors.shape == (2, 768) and query.shape == (768,)
+    batch, single = fake.log
+    assert batch['path'] == ('/v1beta1/publishers/google/models/'
+                             'gemini-embedding-001:batchEmbedContents')
+    assert batch['body']['requests'][0]['embedContentConfig'] == {
+        'taskType': 'RETRIEVAL_DOCUMENT', 'title': 'T',
+        'outputDimensionality': 768}
+    assert single['path'].endswith(':embedContent')
+    assert single['body']['embedContentConfig']['taskType'] == \
+        'QUESTION_ANSWERING'
+    expected = fake_vector('a?', 'QUESTION_ANSWERING')[:768]
+    np.testing.assert_allclose(query, expected / np.linalg.norm(expected),
+                               rtol=1e-5, atol=1e-6)
