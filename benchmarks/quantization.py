@@ -74,8 +74,8 @@ def build(path, n, dims, options, seed):
     rate = n / (time.perf_counter() - start)
     if options.get('quantize') == 'bit':
         start = time.perf_counter()
-        Item.recenter()
-        print('    recenter: %.1f s' % (time.perf_counter() - start))
+        Item.train()
+        print('    train: %.1f s' % (time.perf_counter() - start))
     db.close()
     return rate
 

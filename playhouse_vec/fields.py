@@ -30,8 +30,15 @@ METRICS = {
 }
 
 
+class PackedVector(bytes):
+    """A vector already checked and packed for one field's column."""
+    __slots__ = ()
+
+
 class ElementType(object):
     """How one vector element type is checked, packed and read back."""
+    dtype = None   # numpy dtype of one element, where it is a whole byte+.
+
     def __init__(self, name, constructor, metrics, default_metric):
         self.name = name
         self.constructor = constructor  # SQL function that tags the BLOB.
@@ -54,6 +61,8 @@ class ElementType(object):
 
 
 class Float32(ElementType):
+    dtype = np.dtype('<f4')
+
     def pack(self, array, field):
         if array.dtype.kind not in 'fiu':
             raise field.error('has elements of type %s; expected numbers'
@@ -73,6 +82,8 @@ class Float32(ElementType):
 
 
 class Int8(ElementType):
+    dtype = np.dtype(np.int8)
+
     def pack(self, array, field):
         if array.dtype.kind == 'f':
             if not np.isfinite(array).all() or (array != np.round(array)).any():
@@ -146,6 +157,14 @@ class VectorField(Field):
     :param matryoshka: accept longer vectors and keep their first
         ``dimensions`` elements, L2-normalised again (for embeddings
         trained for truncation).
+    :param lists: for float vectors in a VecModel: split the rows into this
+        many inverted lists (k-means clusters, stored as a hidden vec0
+        partition key), so a search reads only the ``probes`` lists nearest
+        to the query instead of every vector. Approximate: ``train()``
+        fits the lists to the stored vectors; until then every search is
+        exact. About ``sqrt(rows)`` lists suit most data.
+    :param probes: lists searched per query (default ``lists // 8``; more
+        is slower and closer to exact).
 
     Values may be lists, tuples, numpy arrays (float64 is converted to
     float32, never reinterpreted) or packed bytes; reads return numpy arrays
@@ -159,7 +178,7 @@ class VectorField(Field):
 
     def __init__(self, dimensions, metric=None, element_type='float32',
                  quantize=None, oversample=8, matryoshka=False,
-                 *args, **kwargs):
+                 lists=None, probes=None, *args, **kwargs):
         if element_type not in ELEMENT_TYPES:
             raise ValueError('element_type must be one of %s, got %r.' % (
                 ', '.join(sorted(ELEMENT_TYPES)), element_type))
@@ -179,6 +198,17 @@ class VectorField(Field):
         if not isinstance(oversample, numbers.Integral) or oversample < 1:
             raise ValueError('oversample must be a positive integer, got %r.'
                              % (oversample,))
+        if lists is not None and (
+                not isinstance(lists, numbers.Integral) or
+                not 2 <= lists <= 65536 or element_type != 'float32'):
+            raise ValueError('lists must be an integer from 2 to 65536, for '
+                             'float32 vectors; got %r.' % (lists,))
+        if lists is None and probes is not None:
+            raise ValueError('probes applies to inverted lists; set lists '
+                             'too, e.g. VectorField(768, lists=256, '
+                             'probes=32).')
+        self.lists = None if lists is None else int(lists)
+        self.probes = self._check_probes(probes) if lists else None
         self.quantize = quantize
         self.oversample = int(oversample)
         self.matryoshka = bool(matryoshka)
@@ -202,6 +232,15 @@ class VectorField(Field):
         self.metric = metric
         super(VectorField, self).__init__(*args, **kwargs)
 
+    def _check_probes(self, probes):
+        if probes is None:
+            return max(1, self.lists // 8)
+        if not isinstance(probes, numbers.Integral) or \
+                isinstance(probes, bool) or probes < 1:
+            raise ValueError('probes must be a positive integer, got %r.'
+                             % (probes,))
+        return int(probes)
+
     def bind(self, model, name, set_attribute=True):
         super(VectorField, self).bind(model, name, set_attribute)
         register_database(model._meta.database)
@@ -216,6 +255,9 @@ class VectorField(Field):
 
     def to_bytes(self, value):
         """Validate a vector and pack it as the BLOB sqlite-vec expects."""
+        if type(value) is PackedVector and \
+                len(value) == self.storage.nbytes(self.dimensions):
+            return value
         etype = self.element_type
         if (self.matryoshka or self.quantize) and \
                 isinstance(value, (bytes, bytearray, memoryview)) and \
@@ -259,10 +301,17 @@ class VectorField(Field):
         norm = np.linalg.norm(array)
         return array / norm if norm > 0 else array
 
-    def sign_bits(self, value, center=None):
-        """The binary companion of a float vector: 1 where x > center."""
-        vector = np.frombuffer(self.to_bytes(value), '<f4')
-        return (vector - center if center is not None else vector) > 0
+    def pack(self, value):
+        """``value`` checked and packed for this column (a PackedVector,
+        which is not checked again on its way to the database)."""
+        return PackedVector(self.to_bytes(value))
+
+    def stored_matrix(self, packed):
+        """float32 matrix of the stored values of packed vectors (int8
+        codes for ``quantize='int8'``)."""
+        matrix = np.frombuffer(b''.join(packed), self.storage.dtype)
+        return matrix.reshape(len(packed), self.dimensions).astype(
+            np.float32)
 
     def db_value(self, value):
         if value is None or isinstance(value, Node):

@@ -36,15 +36,20 @@ from peewee import ModelUpdate
 from peewee import Node
 from peewee import NodeList
 from peewee import SQL
+from peewee import Select
 from peewee import Table
-from peewee import Value
 from peewee import VirtualField
-from peewee import fn
 from playhouse.sqlite_ext import RowIDField
 from playhouse.sqlite_ext import VirtualModel
 
+from playhouse_vec.clustering import assign
+from playhouse_vec.clustering import kmeans
+from playhouse_vec.clustering import nearest_lists
+from playhouse_vec.clustering import residuals
+from playhouse_vec.clustering import sign_bits
 from playhouse_vec.database import atomic
 from playhouse_vec.database import register_database
+from playhouse_vec.fields import PackedVector
 from playhouse_vec.fields import VectorField
 from playhouse_vec.indexing import Indexer
 from playhouse_vec.query import KNNSelect
@@ -107,8 +112,7 @@ class VecColumn(object):
             if value is None:
                 raise ValueError('%s.%s is a vector column and cannot be '
                                  'NULL.' % (field.model.__name__, field.name))
-            field.to_bytes(value)
-            return value
+            return field.pack(value)
         if value is None:
             if self.role in ('auxiliary', 'primary key') and \
                     (self.role == 'auxiliary' or self.vtype == 'integer'):
@@ -149,7 +153,17 @@ class VecTable(object):
         meta = model._meta
         name = model.__name__
         self.columns = {}
+        # quantize='bit': each float vector's binary companion column;
+        # lists=N: each float vector's inverted list, a partition key.
+        self.companions = dict(
+            (f, meta.fields[f.name + '_bits']) for f in meta.sorted_fields
+            if getattr(f, 'quantize', None) == 'bit')
+        self.lists = dict(
+            (f, meta.fields[f.name + '_list']) for f in meta.sorted_fields
+            if getattr(f, 'lists', None))
+        self.hidden = set(self.companions.values()) | set(self.lists.values())
         partition_keys = tuple(getattr(meta, 'partition_keys', None) or ())
+        partition_keys += tuple(f.name for f in self.lists.values())
         auxiliary = tuple(getattr(meta, 'auxiliary_columns', None) or ())
         for option, names in (('partition_keys', partition_keys),
                               ('auxiliary_columns', auxiliary)):
@@ -198,13 +212,8 @@ class VecTable(object):
                 raise ImproperlyConfigured(
                     '%s has %d %s columns; vec0 allows at most %d.' % (
                         name, counts[role], role, limit))
-        # quantize='bit': each float vector's binary companion column.
-        self.companions = dict(
-            (f, meta.fields[f.name + '_bits']) for f in meta.sorted_fields
-            if getattr(f, 'quantize', None) == 'bit')
-        hidden = set(self.companions.values())
         self.vectors = [c.field for c in self.columns.values()
-                        if c.role == 'vector' and c.field not in hidden]
+                        if c.role == 'vector' and c.field not in self.hidden]
         if not self.vectors:
             raise ImproperlyConfigured(
                 '%s needs at least one VectorField.' % name)
@@ -247,46 +256,81 @@ class VecTable(object):
         column = self.columns.get(field)
         return column.role if column else None
 
-    def _derive(self, row):
-        for field, companion in self.companions.items():
-            value = row.get(field)
-            if value is not None and not isinstance(value, Node):
-                row[companion] = field.sign_bits(
-                    value, self.model.center(field))
+    def hidden_of(self, field):
+        """The hidden columns derived from a vector column."""
+        return [h for h in (self.companions.get(field),
+                            self.lists.get(field)) if h is not None]
 
-    def check_row(self, row):
-        """Validate a {field: value} row for an INSERT; fill defaults."""
-        self._derive(row)
-        for field, column in self.columns.items():
-            if field not in row:
-                if field.default is not None:
+    def derive(self, rows):
+        """Fill the hidden columns of checked rows (packed vectors): sign
+        bits for ``quantize='bit'``, the inverted list for ``lists=N``."""
+        model = self.model
+        for field in self.vectors:
+            if not self.hidden_of(field):
+                continue
+            todo = [row for row in rows
+                    if type(row.get(field)) is PackedVector]
+            if not todo:
+                continue
+            matrix = field.stored_matrix([row[field] for row in todo])
+            for hidden, values in model._derived_values(field, matrix):
+                for row, value in zip(todo, values):
+                    row[hidden] = value
+
+    def check_rows(self, rows):
+        """Validate {field: value} rows for an INSERT; fill defaults and
+        the hidden columns."""
+        for row in rows:
+            for field, column in self.columns.items():
+                if field in row:
+                    row[field] = column.check(row[field])
+                elif field.default is not None:
                     row[field] = (field.default() if callable(field.default)
                                   else field.default)
-                elif column.role in ('rowid', 'auxiliary') or (
-                        column.role == 'primary key' and
-                        column.vtype == 'integer'):
-                    continue
-                else:
+                elif field not in self.hidden and not (
+                        column.role in ('rowid', 'auxiliary') or (
+                            column.role == 'primary key' and
+                            column.vtype == 'integer')):
                     raise ValueError(
                         'Missing value for %s.%s: every row of a vec0 table '
                         'needs its %s column.' % (self.model.__name__,
                                                   field.name, column.role))
-            column.check(row[field])
-        return row
+        self.derive(rows)
+        for row in rows:
+            for field in self.hidden:
+                if field not in row:
+                    raise ValueError(
+                        'Cannot derive %s.%s from a vector given as SQL; '
+                        'pass the vector as a value.' % (
+                            self.model.__name__, field.name))
+        return rows
 
     def check_update(self, data):
-        self._derive(data)
+        """Validate the data of an UPDATE. Returns whether the rows must be
+        replaced instead (vec0 cannot UPDATE int8/bit vectors or partition
+        keys; hidden columns of a changed vector are among them)."""
         for field, value in data.items():
             column = self.columns[field]
-            if column.role in ('rowid', 'primary key', 'partition key'):
+            if column.role in ('rowid', 'primary key', 'partition key') \
+                    and field not in self.hidden:
                 raise ValueError(
                     'vec0 cannot UPDATE %s.%s (a %s). Replace the row '
                     'instead: set the value on the instance and call save(), '
                     'or use %s.replace(...).' % (
                         self.model.__name__, field.name, column.role,
                         self.model.__name__))
-            column.check(value)
-        return data
+            data[field] = column.check(value)
+        self.derive([data])
+        for field in data:
+            for hidden in (self.companions.get(field), self.lists.get(field)):
+                if hidden is not None and hidden not in data:
+                    raise ValueError(
+                        'Cannot derive %s.%s from a vector given as SQL; '
+                        'pass the vector as a value.' % (
+                            self.model.__name__, hidden.name))
+        return any(field in self.hidden or (
+            self.columns[field].role == 'vector' and
+            field.storage.name != 'float32') for field in data)
 
 
 class VecSchemaManager(DerivedSchemaManager):
@@ -344,13 +388,14 @@ class VecInsert(ModelInsert):
 
 class VecUpdate(ModelUpdate):
     """An UPDATE of a vec0 table. vec0 refuses int8 and bit vectors in an
-    UPDATE (their type tag is lost on the way), so rows whose int8/bit
-    columns change are replaced instead, in one transaction."""
+    UPDATE (their type tag is lost on the way) and cannot UPDATE partition
+    keys, so rows whose int8/bit columns or inverted list change are
+    replaced instead, in one transaction."""
+    _replace_rows = False   # Set when vec0 cannot UPDATE the columns.
+
     def _execute(self, database):
         model = self.model
-        tagged = [f for f in self._update
-                  if isinstance(f, VectorField) and f.storage.name != 'float32']
-        if not tagged:
+        if not self._replace_rows:
             return super(VecUpdate, self)._execute(database)
         fields = model._meta.sorted_fields
         with atomic(database):
@@ -411,6 +456,9 @@ class VecModel(VirtualModel):
                     name not in cls._meta.fields:
                 companion = VectorField(field.dimensions, element_type='bit')
                 cls._meta.add_field(name, companion)
+            name = field.name + '_list'
+            if getattr(field, 'lists', None) and name not in cls._meta.fields:
+                cls._meta.add_field(name, IntegerField())
         cls._vec = VecTable(cls)
         cls._indexer = Indexer(cls) if cls._meta.embedder else None
         register_database(cls._meta.database)
@@ -428,8 +476,8 @@ class VecModel(VirtualModel):
             'vectors': dict((f.name, {
                 'dimensions': f.dimensions, 'metric': f.metric,
                 'element_type': f.element_type.name,
-                'quantize': f.quantize, 'oversample': f.oversample,
-                'matryoshka': f.matryoshka})
+                'quantize': f.quantize, 'matryoshka': f.matryoshka,
+                'lists': f.lists})
                 for f in cls._vec.vectors),
             'embedder': embedder.fingerprint if embedder else None}
 
@@ -472,7 +520,7 @@ class VecModel(VirtualModel):
                 if f in derived:
                     value = derived[f](lambda other: getattr(
                         copy, columns[other]))
-                elif isinstance(f, VectorField):
+                if isinstance(f, VectorField):
                     value = f.storage.typed(value)
                 values.append(value)
             rows = database.execute(cls.insert_from(
@@ -530,69 +578,172 @@ class VecModel(VirtualModel):
         """
         stats = cls._require_indexer().run(
             rows, batch_size or cls._meta.batch_size, progress)
-        if any(cls.center(f) is None for f in cls._vec.companions) and \
-                cls.select().count() >= 256:
-            cls.recenter()  # After the first bulk load.
+        if cls._needs_training():
+            cls.train()     # After the first bulk load.
         return stats
 
     @classmethod
-    def center(cls, field):
-        """The mean vector the sign bits of ``field`` are taken around
-        (``quantize='bit'``), or None before :meth:`recenter`."""
+    def _trained(cls, field, part):
+        """A stored float32 array for ``field``: its ``'center'`` (the mean
+        vector, unit-normalised first for cosine) or its ``'centroids'``
+        (``lists=N``); None before :meth:`train`."""
         cache = cls.__dict__.get('_centers')
         if cache is None:
             cache = cls._centers = {}
-        if field.name not in cache:
+        key = field.name if part == 'center' else field.name + ':lists'
+        if key not in cache:
             Centers = library_models(cls._meta.database).centers
             row = Centers.get_or_none(
                 (Centers.index == cls._meta.table_name) &
-                (Centers.field == field.name))
-            cache[field.name] = None if row is None else \
+                (Centers.field == key))
+            array = None if row is None else \
                 np.frombuffer(row.vector, '<f4').copy()
-        return cache[field.name]
+            if array is not None and part == 'centroids':
+                array = array.reshape(-1, field.dimensions)
+            cache[key] = array
+        return cache[key]
 
     @classmethod
-    def recenter(cls, vacuum=True):
+    def center(cls, field):
+        """The mean vector the sign bits (``quantize='bit'``) and lists
+        (``lists=N``) of ``field`` are taken around, or None before
+        :meth:`train`."""
+        return cls._trained(field, 'center')
+
+    @classmethod
+    def _store_trained(cls, field, part, array):
+        key = field.name if part == 'center' else field.name + ':lists'
+        Centers = library_models(cls._meta.database).centers
+        (Centers
+         .insert(index=cls._meta.table_name, field=key,
+                 vector=np.ascontiguousarray(array, '<f4').tobytes())
+         .on_conflict_replace()
+         .execute())
+        cls._trained(field, part)
+        cls._centers[key] = array
+
+    @classmethod
+    def _residuals(cls, field, matrix):
+        return residuals(matrix, cls.center(field), field.metric)
+
+    @classmethod
+    def _derived_values(cls, field, matrix):
+        """[(hidden field, values)] for the stored vectors in ``matrix``."""
+        derived = []
+        x = cls._residuals(field, matrix)
+        for hidden in cls._vec.hidden_of(field):
+            if hidden is cls._vec.lists.get(field):
+                centroids = cls._trained(field, 'centroids')
+                values = [0] * len(x) if centroids is None else \
+                    assign(x, centroids, field.metric).tolist()
+            else:
+                values = [PackedVector(b) for b in sign_bits(x)]
+            derived.append((hidden, values))
+        return derived
+
+    @classmethod
+    def probed_lists(cls, field, vector, probes=None):
+        """The inverted lists a search for ``vector`` reads, or None (all:
+        before :meth:`train`, or no ``lists``)."""
+        centroids = cls._trained(field, 'centroids') if field.lists else None
+        if centroids is None:
+            return None
+        probes = probes or field.probes
+        if probes >= len(centroids):
+            return None
+        residual = cls._residuals(field, field.stored_matrix(
+            [field.pack(vector)]))[0]
+        return nearest_lists(residual, centroids, field.metric, probes)
+
+    @classmethod
+    def _needs_training(cls):
+        """Whether :meth:`index` should train: after the first bulk load."""
+        fields = [f for f in cls._vec.vectors
+                  if f in cls._vec.companions or f.lists]
+        if not fields or all(cls.center(f) is not None for f in fields):
+            return False
+        return cls.select().count() >= max(
+            [256] + [16 * (f.lists or 0) for f in fields])
+
+    @classmethod
+    def train(cls, vacuum=True, sample=None):
         """
-        Take the sign bits of ``quantize='bit'`` columns around the mean of
-        the stored vectors, and rewrite them. Embeddings are anisotropic
-        (their components share a common offset), and bits taken around
-        zero then lose most of their information: on the course FAQ data,
-        centring raised recall@10 at 8x oversampling from 0.63 to 0.86.
-        :meth:`index` does it after the first bulk load; call it again if
-        the data changes a lot. vec0 cannot UPDATE bit vectors, so the
-        table is rewritten (like :meth:`compact`), then vacuumed.
+        Fit the data-dependent parts of the vector index to the stored
+        vectors, and rewrite the table to match:
+
+        * the mean vector (``center``): embeddings are anisotropic (their
+          components share a common offset), and sign bits taken around
+          zero lose most of their information. On the course FAQ data,
+          centring raised recall@10 of ``quantize='bit'`` at 8x
+          oversampling from 0.63 to 0.86.
+        * for ``lists=N``: N k-means centroids (fitted on ``sample``
+          vectors, default ``64 * N``); each row goes to its nearest list.
+
+        :meth:`index` trains after the first bulk load; call it after
+        loading vectors yourself, and again when the data changes a lot.
+        vec0 cannot UPDATE bit vectors or partition keys, so the table is
+        rewritten (like :meth:`compact`) in one transaction, then vacuumed.
         """
         database = cls._meta.database
-        Centers = library_models(database).centers
-        derived = {}
+        fields = [f for f in cls._vec.vectors
+                  if f in cls._vec.companions or f.lists]
+        total = cls.select().count()
+        if not fields or not total:
+            return
+        pk = cls._meta.primary_key
         with atomic(database):
-            for field, companion in cls._vec.companions.items():
-                total, count = np.zeros(field.dimensions), 0
-                for (vector,) in cls.select(field).tuples().iterator():
-                    total += vector
-                    count += 1
-                if not count:
-                    continue
-                center = (total / count).astype('<f4')
-                (Centers
-                 .insert(index=cls._meta.table_name, field=field.name,
-                         vector=center.tobytes())
-                 .on_conflict_replace()
-                 .execute())
-                cls.center(field)
-                cls._centers[field.name] = center
-                # vec0 cannot UPDATE bit vectors: the table is rewritten
-                # with bits computed in SQL (LSB-first, as sign_bits()).
-                derived[companion] = (
-                    lambda column, field=field, center=center:
-                    fn.vec_quantize_binary(fn.vec_sub(
-                        column(field), Value(center.tobytes(),
-                                             unpack=False))))
-            if derived:
-                cls._rewrite_table(derived)
-        if derived and vacuum:
+            for field in fields:
+                want = sample or 64 * (field.lists or 0)
+                step = max(1, total // want) if want else total + 1
+                mean, kept = np.zeros(field.dimensions), []
+                for keys, matrix in cls._stored_batches(pk, field):
+                    x = residuals(matrix, None, field.metric)
+                    mean += x.sum(axis=0)
+                    if want:
+                        kept.append(x[::step])
+                center = (mean / total).astype(np.float32)
+                cls._store_trained(field, 'center', center)
+                if field.lists:
+                    x = np.concatenate(kept) - center
+                    cls._store_trained(field, 'centroids', kmeans(
+                        x, min(field.lists, len(x)), field.metric))
+            cls._rewrite_table(cls._rederive(pk, fields))
+        if vacuum:
             database.execute_sql('VACUUM')   # Free the copy's pages.
+
+    @classmethod
+    def _stored_batches(cls, pk, field, size=8192):
+        """(keys, float32 matrix) batches of the stored vectors."""
+        keys, vectors = [], []
+        query = cls.select(pk, field).order_by(pk).tuples().iterator()
+        for key, vector in query:
+            keys.append(key)
+            vectors.append(vector)
+            if len(keys) == size:
+                yield keys, np.asarray(vectors, np.float32)
+                keys, vectors = [], []
+        if keys:
+            yield keys, np.asarray(vectors, np.float32)
+
+    @classmethod
+    def _rederive(cls, pk, fields):
+        """The hidden columns of every row, computed again in Python and
+        kept in temporary tables, as ``_rewrite_table`` derivations."""
+        database = cls._meta.database
+        derived = {}
+        for n, field in enumerate(fields):
+            hidden = cls._vec.hidden_of(field)
+            table = temporary_table(database, 'playhouse_vec_derived%d' % n,
+                                    len(hidden))
+            for keys, matrix in cls._stored_batches(pk, field):
+                values = [v for _, v in cls._derived_values(field, matrix)]
+                fill_temporary_table(database, table, [keys] + values)
+            for i, column in enumerate(hidden):
+                derived[column] = (
+                    lambda copied, table=table, i=i, column=column:
+                    _lookup(Select([table], [getattr(table, 'c%d' % i)])
+                            .where(table.id == copied(pk)), column))
+        return derived
 
     @classmethod
     def search(cls, text, k=10, task=None):
@@ -607,7 +758,7 @@ class VecModel(VirtualModel):
         return cls.knn(vector, k=k)
 
     @classmethod
-    def knn(cls, vector, k=None, field=None):
+    def knn(cls, vector, k=None, field=None, probes=None):
         """
         The ``k`` nearest rows to ``vector``, nearest first, each with
         ``.distance``. Compose with ``.where()``, ``.join()``, ``.limit()``,
@@ -616,6 +767,9 @@ class VecModel(VirtualModel):
         10::
 
             NoteVec.knn(q, k=5).where(NoteVec.course == 'ml')
+
+        With ``VectorField(lists=N)``, ``probes`` overrides how many lists
+        the search reads.
         """
         if field is None:
             if len(cls._vec.vectors) > 1:
@@ -627,7 +781,7 @@ class VecModel(VirtualModel):
         elif cls._vec.role(field) != 'vector':
             raise ValueError('%r is not a vector column of %s.' % (
                 field, cls.__name__))
-        return KNNSelect(cls, field, vector, k)
+        return KNNSelect(cls, field, vector, k, probes)
 
     @classmethod
     def check_index(cls):
@@ -646,6 +800,7 @@ class VecModel(VirtualModel):
     def _rows(cls, rows, fields=None):
         fields = [cls._meta.fields[f] if isinstance(f, str) else f
                   for f in fields] if fields else None
+        checked = []
         for row in rows:
             if isinstance(row, dict):
                 data = {}
@@ -669,16 +824,17 @@ class VecModel(VirtualModel):
                             cls.__name__, len(row), len(columns),
                             ', '.join(f.name for f in columns)))
                 data = dict(zip(columns, row))
-            yield cls._vec.check_row(data)
+            checked.append(data)
+        return cls._vec.check_rows(checked)
 
     @classmethod
     def insert(cls, __data=None, **insert):
         row = cls._normalize_data(__data, insert)
-        return VecInsert(cls, next(cls._rows([row])))
+        return VecInsert(cls, cls._rows([row])[0])
 
     @classmethod
     def insert_many(cls, rows, fields=None):
-        return VecInsert(cls, insert=list(cls._rows(rows, fields)))
+        return VecInsert(cls, insert=cls._rows(rows, fields))
 
     @classmethod
     def replace(cls, __data=None, **insert):
@@ -699,7 +855,10 @@ class VecModel(VirtualModel):
         data = cls._normalize_data(__data, update)
         data = dict((cls._meta.combined[k] if isinstance(k, str) else k, v)
                     for k, v in data.items())
-        return VecUpdate(cls, cls._vec.check_update(data))
+        replace = cls._vec.check_update(data)
+        query = VecUpdate(cls, data)
+        query._replace_rows = replace
+        return query
 
     def save(self, force_insert=False, only=None):
         """Insert, or replace the stored row with the same key."""
@@ -715,3 +874,28 @@ class VecModel(VirtualModel):
             type(self).replace(**data).execute()
         self._dirty.clear()
         return 1
+
+
+def _lookup(subquery, field):
+    # A vector is wrapped in vec_bit() etc., and Peewee 3 writes a
+    # subquery there without parentheses.
+    if isinstance(field, VectorField):
+        return NodeList([subquery], parens=True)
+    return subquery
+
+
+def temporary_table(database, name, count):
+    """An empty TEMP table ``name`` (id, c0, ..., c<count - 1>) for values
+    computed in Python."""
+    columns = ['c%d' % i for i in range(count)]
+    database.execute_sql('DROP TABLE IF EXISTS temp.%s' % name)
+    database.execute_sql('CREATE TEMP TABLE %s (id PRIMARY KEY, %s)' % (
+        name, ', '.join(columns)))
+    return Table(name, ['id'] + columns)
+
+
+def fill_temporary_table(database, table, columns):
+    """Insert rows, given as columns of values, into a temporary_table()."""
+    database.cursor().executemany(
+        'INSERT INTO temp.%s VALUES (%s)' % (
+            table.__name__, ', '.join('?' * len(columns))), zip(*columns))

@@ -22,6 +22,7 @@ import operator
 from functools import reduce
 
 from peewee import Column
+from peewee import Entity
 from peewee import Expression
 from peewee import Field
 from peewee import Function
@@ -38,6 +39,8 @@ from peewee import SelectQuery
 from peewee import Value
 from peewee import WrappedNode
 from peewee import fn
+
+from playhouse_vec.clustering import sign_bits
 
 
 K_MAX = 4096  # SQLITE_VEC_VEC0_K_MAX in sqlite-vec 0.1.9.
@@ -56,6 +59,7 @@ NATIVE_OPS = {
     ('partition key', 'text'): COMPARISONS,
 }
 _OTHER = object()  # Marks SQL the filter analysis cannot see into.
+_UNSET = object()
 
 
 def split_and(node):
@@ -298,9 +302,9 @@ class KNNSelect(ModelSelect):
     ``limit``/``offset``, ``get``, ``first``, ``count`` as usual. The rows
     are ordered by distance; ``limit``/``offset`` page through the k.
     """
-    def __init__(self, model, field, vector, k=None):
-        hidden = set(model._vec.companions.values())
-        fields = [f for f in model._meta.sorted_fields if f not in hidden]
+    def __init__(self, model, field, vector, k=None, probes=None):
+        fields = [f for f in model._meta.sorted_fields
+                  if f not in model._vec.hidden]
         super(KNNSelect, self).__init__(model, fields + [model.distance])
         if k is not None and (not isinstance(k, numbers.Integral) or
                               isinstance(k, bool) or k < 0):
@@ -310,6 +314,48 @@ class KNNSelect(ModelSelect):
         self._knn_vector = field.sql_value(vector)
         self._knn_k = k
         self._knn_raw = vector
+        if probes is not None and field not in model._vec.lists:
+            raise ValueError('probes= applies to vector columns with '
+                             'inverted lists, e.g. VectorField(768, '
+                             'lists=256); %s.%s has none.' % (
+                                 model.__name__, field.name))
+        if probes is not None:
+            probes = field._check_probes(probes)
+        self._knn_probes = probes
+        self._knn_list_field = model._vec.lists.get(field)
+        self._knn_lists = _UNSET     # The inverted lists the search reads.
+        self._knn_all_lists = False
+        self._knn_ranked_outside = False
+
+    def _probe(self):
+        """``list IN (...)`` for a field with trained inverted lists: the
+        lists nearest to the query (vec0 returns k rows from each); or
+        None to search every row."""
+        if self._knn_lists is _UNSET:
+            self._knn_lists = None
+            if self._knn_list_field is not None and self.k <= K_MAX:
+                self._knn_lists = self.model.probed_lists(
+                    self._knn_field, self._knn_raw, self._knn_probes)
+        if self._knn_lists is None or self._knn_all_lists:
+            return None
+        return self._knn_list_field.in_(self._knn_lists)
+
+    def _wanted_rows(self):
+        """How many rows the query returns when k rows match."""
+        offset = self._offset or 0
+        wanted = max(0, self.k - offset)
+        return wanted if self._limit is None else min(self._limit, wanted)
+
+    def _execute(self, database):
+        # The probed lists may hold fewer than k rows that pass the filters
+        # (a rare value, a small list): then every list is searched.
+        if self._cursor_wrapper is None and self._probe() is not None:
+            wrapper = super(KNNSelect, self)._execute(database)
+            if len(wrapper) >= self._wanted_rows():
+                return wrapper
+            self._cursor_wrapper = None
+            self._knn_all_lists = True
+        return super(KNNSelect, self)._execute(database)
 
     def joined_models(self):
         """The models in the FROM clause, joins included."""
@@ -354,6 +400,8 @@ class KNNSelect(ModelSelect):
         where = [Expression(field, 'MATCH', self._knn_vector),
                  Expression(model.k, OP.EQ, self.k)]
         where.extend(plan.native)
+        if self._probe() is not None:
+            where.append(self._probe())
         pk_filter = plan.pk_filter()
         if pk_filter is not None:
             where.append(pk_filter)
@@ -370,11 +418,18 @@ class KNNSelect(ModelSelect):
         for term in split_and(self._where):
             uses = any(ref is model.distance for ref in column_refs(term))
             (distance_terms if uses else terms).append(term)
-        bits = field.sign_bits(self._knn_raw, model.center(field))
-        coarse = KNNSelect(model, model._vec.companions[field], bits,
+        residual = model._residuals(field, field.stored_matrix(
+            [field.pack(self._knn_raw)]))
+        coarse = KNNSelect(model, model._vec.companions[field],
+                           sign_bits(residual)[0],
                            min(K_MAX, self.k * field.oversample))
         coarse._from_list = self._from_list
         coarse._where = reduce(operator.and_, terms) if terms else None
+        if self._probe() is not None:
+            # Oversampled candidates from each probed list.
+            coarse._knn_list_field = self._knn_list_field
+            coarse._knn_lists = self._knn_lists
+            coarse._knn_ranked_outside = True
         nodes = list(self._returning)
         columns = [node.alias('c%d' % i) for i, node in enumerate(nodes)
                    if node is not model.distance]
@@ -411,23 +466,35 @@ class KNNSelect(ModelSelect):
     def compiled(self):
         """The plain query this KNN search runs as."""
         self._check_order()
+        model = self.model
+        # Probed lists give k rows each, unsorted: rank them outside.
+        probed = self._probe() is not None and not (
+            self._knn_ranked_outside or
+            self._knn_field in model._vec.companions)
         if self.k > K_MAX:
             inner = self._exact_query()
-        elif self._knn_field in self.model._vec.companions:
+        elif self._knn_field in model._vec.companions:
             inner = self._rescored_query()
         else:
             inner = self._knn_query()
-        if self._limit is None and not self._offset:
+        if not probed and self._limit is None and not self._offset:
             return inner
+        selected = [SQL('*')]
+        if probed and model.distance not in inner._returning:
+            # Rank by distance without returning it.
+            selected = [Entity(node.column_name if isinstance(node, Field)
+                               else _column_name(node, i))
+                        for i, node in enumerate(inner._returning)]
+            inner._returning = list(inner._returning) + [model.distance]
         # Hoist the inner query's own CTEs: a CTE body cannot hold a WITH.
         ctes, inner._cte_list = list(inner._cte_list or ()), None
         knn = inner.cte('knn', materialized=True)
-        outer = (Select([knn], [SQL('*')])
+        outer = (Select([knn], selected)
                  .with_cte(*(ctes + [knn]))
-                 .limit(self._limit)
+                 .limit(self._wanted_rows() if probed else self._limit)
                  .offset(self._offset))
-        for position, node in enumerate(self._returning, 1):
-            if node is self.model.distance:
+        for position, node in enumerate(inner._returning, 1):
+            if node is model.distance:
                 outer = outer.order_by(SQL(str(position)))
         return outer
 

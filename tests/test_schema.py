@@ -76,7 +76,7 @@ def test_fingerprints_are_stored_as_json(app):
     assert status == 'ready' and fingerprint['kind'] == 'vec0'
     assert fingerprint['vectors'] == {'embedding': {
         'dimensions': 8, 'metric': 'cosine', 'element_type': 'float32',
-        'quantize': None, 'oversample': 8, 'matryoshka': False}}
+        'quantize': None, 'matryoshka': False, 'lists': None}}
     assert fingerprint['embedder']['model'] == 'hash-v1'
     assert fingerprint['ddl'].startswith('CREATE VIRTUAL TABLE "notevec"')
     fts, _ = stored(db, 'notefts')

@@ -1,0 +1,93 @@
+"""
+Inverted lists for ``VectorField(lists=N)``: k-means centroids, and which
+list a vector belongs to.
+
+Vectors are clustered around their mean: embeddings share a large common
+component, and clusters of the raw vectors would mostly differ in it (the
+sign bits of ``quantize='bit'`` are taken around the same mean). For the
+cosine metric vectors are unit-normalised first and the clustering is
+spherical (unit centroids, nearest by dot product); for l2 and l1 it is
+Lloyd's k-means, nearest by Euclidean distance::
+
+    x = residuals(vectors, center, 'cosine')
+    centroids = kmeans(x[::10], 256, 'cosine')
+    lists = assign(x, centroids, 'cosine')                  # int array
+    probe = nearest_lists(residuals(q, center, 'cosine')[0], centroids,
+                          'cosine', 32)
+"""
+import numpy as np
+
+
+ITERATIONS = 20
+SEED = 0
+
+
+def _unit(x):
+    norms = np.linalg.norm(x, axis=-1, keepdims=True)
+    return x / np.where(norms > 0, norms, 1)
+
+
+def residuals(vectors, center, metric):
+    """Rows of ``vectors`` (unit-normalised for cosine) minus ``center``
+    (None: no centre yet), as a float32 matrix."""
+    x = np.atleast_2d(np.asarray(vectors, np.float32))
+    if metric == 'cosine':
+        x = _unit(x)
+    return x if center is None else x - center
+
+
+def sign_bits(residuals):
+    """The bit vectors (packed LSB-first, as sqlite-vec reads them) of the
+    rows of a residual matrix: 1 where an element is above the center."""
+    return [row.tobytes() for row in
+            np.packbits(residuals > 0, axis=1, bitorder='little')]
+
+
+def _scores(residuals, centroids, metric):
+    """Higher is nearer: dot products for cosine, -||x - c||^2 + ||x||^2
+    (the same order as the Euclidean distance) otherwise."""
+    if metric == 'cosine':
+        return _unit(residuals) @ centroids.T
+    return 2 * residuals @ centroids.T - (centroids ** 2).sum(axis=1)
+
+
+def kmeans(residuals, count, metric, iterations=ITERATIONS, seed=SEED):
+    """``count`` centroids (float32) of the rows of ``residuals``."""
+    rng = np.random.default_rng(seed)
+    x = np.asarray(residuals, np.float32)
+    if metric == 'cosine':
+        x = _unit(x)
+    if len(x) < count:
+        raise ValueError('%d vectors cannot make %d lists; train with at '
+                         'least as many vectors as lists.' % (len(x), count))
+    centroids = x[rng.choice(len(x), count, replace=False)].copy()
+    for _ in range(iterations):
+        labels = np.argmax(_scores(x, centroids, metric), axis=1)
+        sums = np.zeros_like(centroids)
+        np.add.at(sums, labels, x)
+        sizes = np.bincount(labels, minlength=count)
+        empty = sizes == 0
+        # An empty list restarts from a random vector.
+        sums[empty] = x[rng.choice(len(x), int(empty.sum()))]
+        sizes[empty] = 1
+        centroids = sums / sizes[:, None]
+        if metric == 'cosine':
+            centroids = _unit(centroids)
+    return centroids.astype(np.float32)
+
+
+def assign(residuals, centroids, metric, batch=8192):
+    """The list of each row of ``residuals`` (an int64 array)."""
+    out = np.empty(len(residuals), np.int64)
+    for lo in range(0, len(residuals), batch):
+        scores = _scores(residuals[lo:lo + batch], centroids, metric)
+        out[lo:lo + batch] = np.argmax(scores, axis=1)
+    return out
+
+
+def nearest_lists(residual, centroids, metric, probes):
+    """The ``probes`` lists nearest to one query's residual, as ints."""
+    scores = _scores(residual[None], centroids, metric)[0]
+    if probes >= len(scores):
+        return list(range(len(scores)))
+    return sorted(np.argpartition(-scores, probes)[:probes].tolist())
