@@ -2,7 +2,8 @@
 Quantized vector search at scale: latency, recall and memory.
 
     python benchmarks/quantization.py [--n 100000] [--dims 768]
-                                      [--configs float,bit8,bit16,int8]
+                                      [--configs float,bit8,ivf,...]
+                                      [--pragmas tuned|cache|default]
 
 For each configuration a fresh database file is built (ingest rate
 printed), then a separate process opens it and answers the queries, so the
@@ -33,8 +34,34 @@ CONFIGS = {
     'bit16': dict(quantize='bit', oversample=16),
     'bit32': dict(quantize='bit', oversample=32),
     'int8': dict(quantize='int8'),
+    # Inverted lists: lists ~ 1.6 sqrt(n), rounded to a power of two; the
+    # search is measured at several probes (fractions of the lists).
+    'ivf': dict(lists='sqrt', probes=[1 / 16., 3 / 32., 1 / 8.]),
+    'ivf-bit': dict(lists='sqrt', probes=[1 / 8.], quantize='bit',
+                    oversample=8),
 }
-PRAGMAS = {'cache_size': -65536, 'mmap_size': 0}   # a 64 MB page cache
+PRAGMAS = {
+    'tuned': 'vector_pragmas()',                  # 64 KiB pages, 64 MB cache
+    'cache': [('cache_size', -65536)],            # 4 KiB pages, 64 MB cache
+    'default': [],                                # SQLite's (2 MB cache)
+}
+
+
+def field_options(options, n):
+    """A CONFIGS entry made concrete for n rows: (field options, probes to
+    measure)."""
+    options = dict(options)
+    sweep = options.pop('probes', [None])
+    if options.get('lists') == 'sqrt':
+        options['lists'] = 2 ** int(round(np.log2(1.6 * np.sqrt(n))))
+        sweep = [max(1, int(options['lists'] * p)) for p in sweep]
+    return options, sweep
+
+
+def pragma_list(name):
+    from playhouse_vec import vector_pragmas
+    return vector_pragmas() if PRAGMAS[name] == 'vector_pragmas()' \
+        else PRAGMAS[name]
 
 
 def peak_rss_mb():
@@ -46,11 +73,11 @@ def peak_rss_mb():
                 return int(line.split()[1]) / 1024.0
 
 
-def model(path, dims, options):
+def model(path, dims, options, pragmas):
     from peewee import SqliteDatabase
     from playhouse_vec import VecModel
     from playhouse_vec import VectorField
-    db = SqliteDatabase(path, pragmas=PRAGMAS)
+    db = SqliteDatabase(path, pragmas=pragma_list(pragmas))
 
     class Item(VecModel):
         embedding = VectorField(dims, metric='cosine', **options)
@@ -61,9 +88,9 @@ def model(path, dims, options):
     return db, Item
 
 
-def build(path, n, dims, options, seed):
+def build(path, n, dims, options, seed, pragmas):
     vectors, _ = embedding_like(n, dims, seed=seed)
-    db, Item = model(path, dims, options)
+    db, Item = model(path, dims, options, pragmas)
     db.create_tables([Item])
     start = time.perf_counter()
     with db.atomic():
@@ -72,17 +99,18 @@ def build(path, n, dims, options, seed):
                               for i in range(lo, min(n, lo + 2000))]
                              ).execute()
     rate = n / (time.perf_counter() - start)
-    if options.get('quantize') == 'bit':
+    if options.get('quantize') == 'bit' or options.get('lists'):
         start = time.perf_counter()
         Item.train()
-        print('    train: %.1f s' % (time.perf_counter() - start))
+        print('    train %s: %.1f s' % (options, time.perf_counter() - start))
     db.close()
     return rate
 
 
-def query(path, n, dims, options, seed, count, with_numpy):
+def query(path, n, dims, options, seed, count, with_numpy, pragmas,
+          sweep=(None,)):
     """Runs in its own process; prints one JSON line."""
-    db, Item = model(path, dims, options)
+    db, Item = model(path, dims, options, pragmas) if path else (None, None)
     vectors, make_queries = embedding_like(n, dims, seed=seed) \
         if with_numpy else (None, None)
     if not with_numpy:
@@ -102,13 +130,16 @@ def query(path, n, dims, options, seed, count, with_numpy):
                           'rss_mb': peak_rss_mb()}))
         return
     [r.rowid for r in Item.knn(queries[0], k=10)]          # warm up
-    times, found = [], []
-    for q in queries:
-        start = time.perf_counter()
-        found.append([r.rowid for r in Item.knn(q, k=10)])
-        times.append((time.perf_counter() - start) * 1000)
-    print(json.dumps({'found': found, 'p50': statistics.median(times),
-                      'rss_mb': peak_rss_mb()}))
+    results = []
+    for probes in sweep:
+        times, found = [], []
+        for q in queries:
+            start = time.perf_counter()
+            found.append([r.rowid for r in Item.knn(q, k=10, probes=probes)])
+            times.append((time.perf_counter() - start) * 1000)
+        results.append({'probes': probes, 'found': found,
+                        'p50': statistics.median(times)})
+    print(json.dumps({'results': results, 'rss_mb': peak_rss_mb()}))
 
 
 def child(*args, stdin=None):
@@ -123,33 +154,48 @@ def main():
     parser.add_argument('--n', type=int, default=100000)
     parser.add_argument('--dims', type=int, default=768)
     parser.add_argument('--queries', type=int, default=50)
-    parser.add_argument('--configs', default='float,bit8,bit16,bit32,int8')
+    parser.add_argument('--configs',
+                        default='float,bit8,bit16,bit32,int8,ivf,ivf-bit')
+    parser.add_argument('--pragmas', default='tuned', choices=PRAGMAS)
     parser.add_argument('--child', default=None)
     args = parser.parse_args()
     if args.child:
         return query(*json.loads(args.child))
-    seed = 0
     print('%d x %d, cosine, k=10, %d queries; PRAGMAs %s' % (
-        args.n, args.dims, args.queries, PRAGMAS))
+        args.n, args.dims, args.queries, pragma_list(args.pragmas)))
+    run(args.n, args.dims, args.queries, args.configs.split(','),
+        args.pragmas)
+
+
+def run(n, dims, queries, configs, pragmas, seed=0):
+    """Build and search each configuration; print one line each."""
+    results = {}
     with tempfile.TemporaryDirectory() as directory:
-        baseline = child('', args.n, args.dims, {}, seed, args.queries, True)
+        baseline = child('', n, dims, {}, seed, queries, True, pragmas)
         print('  numpy brute force (all vectors in RAM): p50 %.2f ms, peak '
               'RSS %.0f MB' % (baseline['numpy_p50'], baseline['rss_mb']))
-        for name in args.configs.split(','):
-            options = CONFIGS[name]
+        for name in configs:
+            options, sweep = field_options(CONFIGS[name], n)
             path = os.path.join(directory, '%s.db' % name)
-            rate = build(path, args.n, args.dims, options, seed)
-            result = child(path, args.n, args.dims, options, seed,
-                           args.queries, False,
-                           stdin=json.dumps(baseline['queries']))
-            recall = np.mean([len(set(t) & set(f)) / 10 for t, f in zip(
-                baseline['truth'], result['found'])])
-            print('  %-6s p50 %8.2f ms (%5.1fx numpy)  recall@10 %.3f  '
-                  'peak RSS %4.0f MB  file %5.0f MB  ingest %6.0f rows/s'
-                  % (name, result['p50'], result['p50'] /
-                     baseline['numpy_p50'], recall, result['rss_mb'],
-                     os.path.getsize(path) / 2 ** 20, rate))
+            rate = build(path, n, dims, options, seed, pragmas)
+            out = child(path, n, dims, options, seed, queries, False,
+                        pragmas, sweep, stdin=json.dumps(baseline['queries']))
+            for result in out['results']:
+                recall = np.mean([len(set(t) & set(f)) / 10 for t, f in zip(
+                    baseline['truth'], result['found'])])
+                label = name if result['probes'] is None else '%s/%d' % (
+                    name, result['probes'])
+                print('  %-11s p50 %7.2f ms (%5.2fx numpy)  recall@10 %.3f  '
+                      'peak RSS %4.0f MB  file %5.0f MB  ingest %6.0f '
+                      'rows/s' % (label, result['p50'], result['p50'] /
+                                  baseline['numpy_p50'], recall,
+                                  out['rss_mb'],
+                                  os.path.getsize(path) / 2 ** 20, rate))
+                results[label] = dict(result, recall=recall, ingest=rate,
+                                      rss_mb=out['rss_mb'],
+                                      numpy_p50=baseline['numpy_p50'])
             os.remove(path)
+    return results
 
 
 if __name__ == '__main__':

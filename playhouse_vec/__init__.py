@@ -6,6 +6,7 @@ Public API::
     from playhouse_vec import VecModel, VectorField, FTSModel, SearchField
 """
 from playhouse_vec.database import register_database
+from playhouse_vec.database import vector_pragmas
 from playhouse_vec.embeddings import Embedder
 from playhouse_vec.embeddings import EmbeddingError
 from playhouse_vec.embeddings import FunctionEmbedder
@@ -21,4 +22,5 @@ from playhouse_vec.query import KNNSelect
 __version__ = '0.1.0'
 __all__ = ['Embedder', 'EmbeddingError', 'FTSModel', 'FunctionEmbedder',
            'GoogleEmbedder', 'KNNSelect', 'LocalEmbedder', 'SearchField',
-           'VecModel', 'VectorField', 'hybrid_search', 'register_database']
+           'VecModel', 'VectorField', 'hybrid_search', 'register_database',
+           'vector_pragmas']

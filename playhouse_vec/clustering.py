@@ -18,7 +18,7 @@ Lloyd's k-means, nearest by Euclidean distance::
 import numpy as np
 
 
-ITERATIONS = 20
+ITERATIONS = 15
 SEED = 0
 
 

@@ -239,6 +239,10 @@ class VecTable(object):
             chunk_size = 1024
             while chunk_size > 64 and chunk_size * largest > 1 << 20:
                 chunk_size //= 2
+            if self.lists:
+                # Each list (partition) has chunks of its own; keep them
+                # small, or a search reads mostly empty chunk space.
+                chunk_size = min(chunk_size, 128)
             return chunk_size
         if not isinstance(chunk_size, numbers.Integral) or chunk_size <= 0 \
                 or chunk_size % 8 or chunk_size > 4096:
@@ -677,7 +681,8 @@ class VecModel(VirtualModel):
           centring raised recall@10 of ``quantize='bit'`` at 8x
           oversampling from 0.63 to 0.86.
         * for ``lists=N``: N k-means centroids (fitted on ``sample``
-          vectors, default ``64 * N``); each row goes to its nearest list.
+          vectors, default ``256 * N``: smaller samples gave uneven lists
+          and lower recall); each row goes to its nearest list.
 
         :meth:`index` trains after the first bulk load; call it after
         loading vectors yourself, and again when the data changes a lot.
@@ -693,7 +698,7 @@ class VecModel(VirtualModel):
         pk = cls._meta.primary_key
         with atomic(database):
             for field in fields:
-                want = sample or 64 * (field.lists or 0)
+                want = sample or 256 * (field.lists or 0)
                 step = max(1, total // want) if want else total + 1
                 mean, kept = np.zeros(field.dimensions), []
                 for keys, matrix in cls._stored_batches(pk, field):

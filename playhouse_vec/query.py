@@ -394,7 +394,7 @@ class KNNSelect(ModelSelect):
         query._limit = limit
         return query
 
-    def _knn_query(self):
+    def _knn_query(self, returning=None):
         model, field = self.model, self._knn_field
         plan = FilterPlan(self)
         where = [Expression(field, 'MATCH', self._knn_vector),
@@ -406,7 +406,31 @@ class KNNSelect(ModelSelect):
         if pk_filter is not None:
             where.append(pk_filter)
         where.extend(plan.outer)
-        return self._base_query(self._returning, where, [model.distance])
+        return self._base_query(returning or self._returning, where,
+                                [model.distance])
+
+    def _probed_query(self):
+        # Probed lists give k rows each, unsorted. The keys and distances
+        # are ranked first, then the k best rows read: the other columns
+        # (vectors especially) are not read for every candidate.
+        model = self.model
+        pk = model._meta.primary_key
+        inner = self._knn_query([pk.alias('knn_key'),
+                                 model.distance.alias('knn_distance')])
+        ctes, inner._cte_list = list(inner._cte_list or ()), None
+        probed = inner.cte('knn_probed', materialized=True)
+        top = (Select([probed], [probed.c.knn_key, probed.c.knn_distance])
+               .order_by(probed.c.knn_distance)
+               .limit(self._wanted_rows())
+               .offset(self._offset)
+               .cte('knn'))
+        distance = top.c.knn_distance
+        returning = [distance.alias('distance') if node is model.distance
+                     else node for node in self._returning]
+        return (Select([top], returning)
+                .join(model, on=(pk == top.c.knn_key))
+                .with_cte(*(ctes + [probed, top]))
+                .order_by(distance))
 
     def _rescored_query(self):
         # quantize='bit': a Hamming KNN on the binary companion column, with
@@ -475,6 +499,8 @@ class KNNSelect(ModelSelect):
             inner = self._exact_query()
         elif self._knn_field in model._vec.companions:
             inner = self._rescored_query()
+        elif probed and self.joined_models() == {model}:
+            return self._probed_query()
         else:
             inner = self._knn_query()
         if not probed and self._limit is None and not self._offset:
