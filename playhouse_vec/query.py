@@ -22,10 +22,10 @@ import operator
 from functools import reduce
 
 from peewee import Column
-from peewee import Entity
 from peewee import Expression
 from peewee import Field
 from peewee import Function
+from peewee import JOIN
 from peewee import Join
 from peewee import ModelSelect
 from peewee import Negated
@@ -409,28 +409,58 @@ class KNNSelect(ModelSelect):
         return self._base_query(returning or self._returning, where,
                                 [model.distance])
 
+    def _ranked_keys(self, inner, count, offset=None):
+        """(CTEs, top): the ``count`` nearest (knn_key, knn_distance) rows
+        of a KNN ``inner`` query that returns them unsorted."""
+        ctes, inner._cte_list = list(inner._cte_list or ()), None
+        probed = inner.cte('knn_probed', materialized=True)
+        top = (Select([probed], [probed.c.knn_key, probed.c.knn_distance])
+               .order_by(probed.c.knn_distance)
+               .limit(count)
+               .offset(offset)
+               .cte('knn_top'))
+        return ctes + [probed, top], top
+
+    def _key_columns(self):
+        model = self.model
+        return [model._meta.primary_key.alias('knn_key'),
+                model.distance.alias('knn_distance')]
+
+    def _from_keys(self, top):
+        """The query's FROM clause, reading the ranked keys first and the
+        rows by key (CROSS JOIN: SQLite keeps that order)."""
+        model = self.model
+        on = model._meta.primary_key == top.c.knn_key
+
+        def swap(node):
+            if node is model:
+                return Join(top, model, JOIN.CROSS, on)
+            if isinstance(node, Join):
+                return Join(swap(node.lhs), node.rhs, node.join_type,
+                            node._on)
+            return node
+        return [swap(self._from_list[0])] + list(self._from_list[1:])
+
+    def _keyed_query(self, top, ctes, returning, where, order_by, limit=None):
+        """A query over the rows of the ranked keys in ``top``."""
+        where = FilterPlan(self).outer + where   # Pick the joined rows.
+        query = self._base_query(returning, where, order_by, limit)
+        query._from_list = self._from_keys(top)
+        query._cte_list = list(self._cte_list or ()) + ctes
+        return query
+
     def _probed_query(self):
         # Probed lists give k rows each, unsorted. The keys and distances
         # are ranked first, then the k best rows read: the other columns
         # (vectors especially) are not read for every candidate.
         model = self.model
-        pk = model._meta.primary_key
-        inner = self._knn_query([pk.alias('knn_key'),
-                                 model.distance.alias('knn_distance')])
-        ctes, inner._cte_list = list(inner._cte_list or ()), None
-        probed = inner.cte('knn_probed', materialized=True)
-        top = (Select([probed], [probed.c.knn_key, probed.c.knn_distance])
-               .order_by(probed.c.knn_distance)
-               .limit(self._wanted_rows())
-               .offset(self._offset)
-               .cte('knn'))
+        ctes, top = self._ranked_keys(
+            self._knn_query(self._key_columns()), self._wanted_rows(),
+            self._offset)
         distance = top.c.knn_distance
         returning = [distance.alias('distance') if node is model.distance
                      else node for node in self._returning]
-        return (Select([top], returning)
-                .join(model, on=(pk == top.c.knn_key))
-                .with_cte(*(ctes + [probed, top]))
-                .order_by(distance))
+        return self._keyed_query(top, ctes, returning, [], [distance])
 
     def _rescored_query(self):
         # quantize='bit': a Hamming KNN on the binary companion column, with
@@ -449,11 +479,23 @@ class KNNSelect(ModelSelect):
                            min(K_MAX, self.k * field.oversample))
         coarse._from_list = self._from_list
         coarse._where = reduce(operator.and_, terms) if terms else None
+        exact = Function('vec_distance_' + field.metric, [
+            field.storage.typed(field), self._knn_vector])
         if self._probe() is not None:
             # Oversampled candidates from each probed list.
             coarse._knn_list_field = self._knn_list_field
             coarse._knn_lists = self._knn_lists
             coarse._knn_ranked_outside = True
+            # Rank them by Hamming distance, then read the rows (and float
+            # vectors) of the best only.
+            ctes, top = self._ranked_keys(
+                coarse._knn_query(self._key_columns()), coarse.k)
+            returning = [exact.alias('distance') if node is model.distance
+                         else node for node in self._returning]
+            where = [replace_node(t, model.distance, exact)
+                     for t in distance_terms]
+            return self._keyed_query(top, ctes, returning, where, [exact],
+                                     self.k)
         nodes = list(self._returning)
         columns = [node.alias('c%d' % i) for i, node in enumerate(nodes)
                    if node is not model.distance]
@@ -491,33 +533,22 @@ class KNNSelect(ModelSelect):
         """The plain query this KNN search runs as."""
         self._check_order()
         model = self.model
-        # Probed lists give k rows each, unsorted: rank them outside.
-        probed = self._probe() is not None and not (
-            self._knn_ranked_outside or
-            self._knn_field in model._vec.companions)
         if self.k > K_MAX:
             inner = self._exact_query()
         elif self._knn_field in model._vec.companions:
             inner = self._rescored_query()
-        elif probed and self.joined_models() == {model}:
-            return self._probed_query()
+        elif self._probe() is not None and not self._knn_ranked_outside:
+            return self._probed_query()     # Paged inside.
         else:
             inner = self._knn_query()
-        if not probed and self._limit is None and not self._offset:
+        if self._limit is None and not self._offset:
             return inner
-        selected = [SQL('*')]
-        if probed and model.distance not in inner._returning:
-            # Rank by distance without returning it.
-            selected = [Entity(node.column_name if isinstance(node, Field)
-                               else _column_name(node, i))
-                        for i, node in enumerate(inner._returning)]
-            inner._returning = list(inner._returning) + [model.distance]
         # Hoist the inner query's own CTEs: a CTE body cannot hold a WITH.
         ctes, inner._cte_list = list(inner._cte_list or ()), None
         knn = inner.cte('knn', materialized=True)
-        outer = (Select([knn], selected)
+        outer = (Select([knn], [SQL('*')])
                  .with_cte(*(ctes + [knn]))
-                 .limit(self._wanted_rows() if probed else self._limit)
+                 .limit(self._limit)
                  .offset(self._offset))
         for position, node in enumerate(inner._returning, 1):
             if node is model.distance:

@@ -194,3 +194,23 @@ def test_second_sqlite_library_is_refused_not_crashed():
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith('OK') and 'already loaded' in \
         result.stdout
+
+
+def test_vector_pragmas(tmp_path):
+    from playhouse_vec import vector_pragmas
+    db = new_database(str(tmp_path / 'tuned.db'), pragmas=vector_pragmas(
+        cache_mb=32, mmap_mb=16))
+    register_database(db)
+    values = dict((name, db.execute_sql('PRAGMA %s' % name).fetchone()[0])
+                  for name in ('page_size', 'journal_mode', 'synchronous',
+                               'cache_size', 'mmap_size'))
+    assert values == {'page_size': 65536, 'journal_mode': 'wal',
+                      'synchronous': 1, 'cache_size': -32768,
+                      'mmap_size': 16 * 2 ** 20}
+    db.execute_sql('CREATE TABLE t (x)')
+    db.close()
+    # An existing file keeps its page size.
+    other = new_database(str(tmp_path / 'tuned.db'),
+                         pragmas=vector_pragmas(page_size=4096))
+    assert other.execute_sql('PRAGMA page_size').fetchone()[0] == 65536
+    other.close()
