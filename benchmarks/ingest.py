@@ -4,6 +4,7 @@ a content table, its FTS5 index (by triggers) and a vec0 table, in
 transactions of 1,000 documents.
 
     python benchmarks/ingest.py [--docs 100000] [--dims 768]
+                                [--pragmas tuned|cache|default]
 """
 import argparse
 import os
@@ -23,22 +24,28 @@ from playhouse_vec import VectorField
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from knn import embedding_like  # noqa: E402
-
-PRAGMAS = {'synchronous': 'normal', 'cache_size': -131072}
+from quantization import PRAGMAS  # noqa: E402
+from quantization import pragma_list  # noqa: E402
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--docs', type=int, default=100000)
     parser.add_argument('--dims', type=int, default=768)
+    parser.add_argument('--pragmas', default='tuned', choices=PRAGMAS)
     args = parser.parse_args()
-    vectors, _ = embedding_like(args.docs, args.dims)
+    ingest(args.docs, args.dims, args.pragmas)
+
+
+def ingest(docs, dims, pragmas):
+    """Ingest ``docs`` documents; print and return the rate (docs/s)."""
+    vectors, _ = embedding_like(docs, dims)
     rng = np.random.default_rng(0)
     words = np.array(['w%d' % i for i in range(5000)])
-    picks = rng.integers(0, 5000, size=(args.docs, 48))
+    picks = rng.integers(0, 5000, size=(docs, 48))
     with tempfile.TemporaryDirectory() as directory:
         db = SqliteDatabase(os.path.join(directory, 'ingest.db'),
-                            pragmas=PRAGMAS)
+                            pragmas=pragma_list(pragmas))
 
         class Doc(Model):
             title = TextField()
@@ -58,7 +65,7 @@ def main():
                 content = Doc
 
         class DocVec(VecModel):
-            embedding = VectorField(args.dims, metric='cosine')
+            embedding = VectorField(dims, metric='cosine')
 
             class Meta:
                 database = db
@@ -66,8 +73,8 @@ def main():
 
         db.create_tables([Doc, DocFTS, DocVec])
         start = time.perf_counter()
-        for lo in range(0, args.docs, 1000):
-            hi = min(args.docs, lo + 1000)
+        for lo in range(0, docs, 1000):
+            hi = min(docs, lo + 1000)
             with db.atomic():
                 Doc.insert_many([
                     (i + 1, ' '.join(words[picks[i, :6]]),
@@ -81,11 +88,12 @@ def main():
                                     for i in range(lo, hi)]).execute()
         elapsed = time.perf_counter() - start
         print('%d documents (3 text fields, %d-d vector) -> content + FTS5 '
-              '+ vec0: %.0f docs/s (%.1f s); chunk_size=%d, WAL, PRAGMAs %s'
-              % (args.docs, args.dims, args.docs / elapsed, elapsed,
-                 DocVec._vec.chunk_size, PRAGMAS))
+              '+ vec0: %.0f docs/s (%.1f s); chunk_size=%d, PRAGMAs %s'
+              % (docs, dims, docs / elapsed, elapsed,
+                 DocVec._vec.chunk_size, pragma_list(pragmas)))
         assert DocFTS.check_index().ok and DocVec.check_index().ok
         db.close()
+    return docs / elapsed
 
 
 if __name__ == '__main__':

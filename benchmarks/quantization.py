@@ -34,9 +34,9 @@ CONFIGS = {
     'bit16': dict(quantize='bit', oversample=16),
     'bit32': dict(quantize='bit', oversample=32),
     'int8': dict(quantize='int8'),
-    # Inverted lists: lists ~ 1.6 sqrt(n), rounded to a power of two; the
+    # Inverted lists: sqrt(n) lists, rounded up to a power of two; the
     # search is measured at several probes (fractions of the lists).
-    'ivf': dict(lists='sqrt', probes=[1 / 16., 3 / 32., 1 / 8.]),
+    'ivf': dict(lists='sqrt', probes=[1 / 16., 3 / 32., 7 / 64., 1 / 8.]),
     'ivf-bit': dict(lists='sqrt', probes=[1 / 8.], quantize='bit',
                     oversample=8),
 }
@@ -53,7 +53,7 @@ def field_options(options, n):
     options = dict(options)
     sweep = options.pop('probes', [None])
     if options.get('lists') == 'sqrt':
-        options['lists'] = 2 ** int(round(np.log2(1.6 * np.sqrt(n))))
+        options['lists'] = 2 ** int(np.ceil(np.log2(np.sqrt(n))))
         sweep = [max(1, int(options['lists'] * p)) for p in sweep]
     return options, sweep
 
@@ -153,7 +153,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--n', type=int, default=100000)
     parser.add_argument('--dims', type=int, default=768)
-    parser.add_argument('--queries', type=int, default=50)
+    parser.add_argument('--queries', type=int, default=200)
     parser.add_argument('--configs',
                         default='float,bit8,bit16,bit32,int8,ivf,ivf-bit')
     parser.add_argument('--pragmas', default='tuned', choices=PRAGMAS)

@@ -62,15 +62,17 @@ def kmeans(residuals, count, metric, iterations=ITERATIONS, seed=SEED):
                          'least as many vectors as lists.' % (len(x), count))
     centroids = x[rng.choice(len(x), count, replace=False)].copy()
     for _ in range(iterations):
-        labels = np.argmax(_scores(x, centroids, metric), axis=1)
-        sums = np.zeros_like(centroids)
-        np.add.at(sums, labels, x)
+        labels = assign(x, centroids, metric)
         sizes = np.bincount(labels, minlength=count)
+        starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+        sums = np.zeros_like(centroids)
         empty = sizes == 0
+        sums[~empty] = np.add.reduceat(x[np.argsort(labels, kind='stable')],
+                                       starts[~empty], axis=0)
         # An empty list restarts from a random vector.
         sums[empty] = x[rng.choice(len(x), int(empty.sum()))]
         sizes[empty] = 1
-        centroids = sums / sizes[:, None]
+        centroids = (sums / sizes[:, None]).astype(np.float32)
         if metric == 'cosine':
             centroids = _unit(centroids)
     return centroids.astype(np.float32)

@@ -271,3 +271,30 @@ def test_sql_values_that_cannot_be_checked_are_rolled_back(db, Note):
             Note.insert(embedding=[1, 0, 0], course=peewee.SQL('NULL'),
                         year=1).execute()
     assert stored(db) == []
+
+
+def test_partition_keys_are_indexed(db):
+    class Part(VecModel):
+        embedding = VectorField(4)
+        user = IntegerField()
+
+        class Meta:
+            database = db
+            partition_keys = ('user',)
+
+    def indexes():
+        return [r[0] for r in db.execute_sql(
+            "SELECT name FROM sqlite_master WHERE type = 'index' AND "
+            "tbl_name = 'part_chunks'")]
+    db.create_tables([Part])
+    assert indexes() == ['part_chunks_partition00']
+    Part.insert_many([{'embedding': [i, 1, 0, 0], 'user': i % 3}
+                      for i in range(30)]).execute()
+    plan = ' '.join(str(r) for r in db.execute_sql(
+        'EXPLAIN QUERY PLAN SELECT chunk_id FROM part_chunks '
+        'WHERE partition00 = 1'))
+    assert 'part_chunks_partition00' in plan
+    Part.compact()
+    assert indexes() == ['part_chunks_partition00']
+    rows = Part.knn([5, 1, 0, 0], k=3).where(Part.user == 1)
+    assert [r.rowid for r in rows] == [5, 8, 2]
