@@ -12,6 +12,12 @@ at execution time into one of two forms:
 * **exact scan** (k above vec0's limit of 4096): ``ORDER BY
   vec_distance_*(embedding, ?) LIMIT k``, where SQLite applies every filter.
 
+With ``quantize='bit'`` the vec0 KNN runs on the bit column and the
+candidates are ranked again by exact distance. With inverted lists
+(``lists=N``) the KNN also has ``<field>_list IN (probed lists)``, for which
+vec0 returns k rows per list: the (key, distance) pairs are ranked in a
+CTE, then only the best rows are read, by key.
+
 LIMIT/OFFSET (also from ``.get()``, ``.first()``, ``.paginate()``) are
 applied outside a MATERIALIZED CTE, because vec0 rejects a LIMIT next to
 ``k = ?`` on SQLite >= 3.41.
