@@ -215,6 +215,8 @@ class VecTable(object):
                         name, counts[role], role, limit))
         self.vectors = [c.field for c in self.columns.values()
                         if c.role == 'vector' and c.field not in self.hidden]
+        # Vector columns whose hidden columns depend on train().
+        self.trained = [f for f in self.vectors if self.hidden_of(f)]
         if not self.vectors:
             raise ImproperlyConfigured(
                 '%s needs at least one VectorField.' % name)
@@ -270,9 +272,7 @@ class VecTable(object):
         """Fill the hidden columns of checked rows (packed vectors): sign
         bits for ``quantize='bit'``, the inverted list for ``lists=N``."""
         model = self.model
-        for field in self.vectors:
-            if not self.hidden_of(field):
-                continue
+        for field in self.trained:
             todo = [row for row in rows
                     if type(row.get(field)) is PackedVector]
             if not todo:
@@ -302,13 +302,16 @@ class VecTable(object):
                                                   field.name, column.role))
         self.derive(rows)
         for row in rows:
-            for field in self.hidden:
-                if field not in row:
-                    raise ValueError(
-                        'Cannot derive %s.%s from a vector given as SQL; '
-                        'pass the vector as a value.' % (
-                            self.model.__name__, field.name))
+            self._check_derived(row, self.hidden)
         return rows
+
+    def _check_derived(self, row, hidden):
+        for field in hidden:
+            if field not in row:
+                raise ValueError(
+                    'Cannot derive %s.%s from a vector given as SQL; pass '
+                    'the vector as a value.' % (self.model.__name__,
+                                                field.name))
 
     def check_update(self, data):
         """Validate the data of an UPDATE. Returns whether the rows must be
@@ -326,13 +329,8 @@ class VecTable(object):
                         self.model.__name__))
             data[field] = column.check(value)
         self.derive([data])
-        for field in data:
-            for hidden in (self.companions.get(field), self.lists.get(field)):
-                if hidden is not None and hidden not in data:
-                    raise ValueError(
-                        'Cannot derive %s.%s from a vector given as SQL; '
-                        'pass the vector as a value.' % (
-                            self.model.__name__, hidden.name))
+        for field in list(data):
+            self._check_derived(data, self.hidden_of(field))
         return any(field in self.hidden or (
             self.columns[field].role == 'vector' and
             field.storage.name != 'float32') for field in data)
@@ -617,7 +615,7 @@ class VecModel(VirtualModel):
         cache = cls.__dict__.get('_centers')
         if cache is None:
             cache = cls._centers = {}
-        key = field.name if part == 'center' else field.name + ':lists'
+        key = _trained_key(field, part)
         if key not in cache:
             Centers = library_models(cls._meta.database).centers
             row = Centers.get_or_none(
@@ -639,7 +637,7 @@ class VecModel(VirtualModel):
 
     @classmethod
     def _store_trained(cls, field, part, array):
-        key = field.name if part == 'center' else field.name + ':lists'
+        key = _trained_key(field, part)
         Centers = library_models(cls._meta.database).centers
         (Centers
          .insert(index=cls._meta.table_name, field=key,
@@ -685,8 +683,7 @@ class VecModel(VirtualModel):
     @classmethod
     def _needs_training(cls):
         """Whether :meth:`index` should train: after the first bulk load."""
-        fields = [f for f in cls._vec.vectors
-                  if f in cls._vec.companions or f.lists]
+        fields = cls._vec.trained
         if not fields or all(cls.center(f) is not None for f in fields):
             return False
         return cls.select().count() >= max(
@@ -714,8 +711,7 @@ class VecModel(VirtualModel):
         rewritten (like :meth:`compact`) in one transaction, then vacuumed.
         """
         database = cls._meta.database
-        fields = [f for f in cls._vec.vectors
-                  if f in cls._vec.companions or f.lists]
+        fields = cls._vec.trained
         total = cls.select().count()
         if not fields or not total:
             return
@@ -903,6 +899,11 @@ class VecModel(VirtualModel):
             type(self).replace(**data).execute()
         self._dirty.clear()
         return 1
+
+
+def _trained_key(field, part):
+    """The playhouse_vec_centers key of a field's center or centroids."""
+    return field.name if part == 'center' else field.name + ':lists'
 
 
 def _lookup(subquery, field):
