@@ -11,6 +11,7 @@ in plain SQL through the pgvector-style distance methods::
 
 On a :class:`VecModel` the same field declares a vec0 vector column.
 """
+import math
 import numbers
 
 import numpy as np
@@ -67,9 +68,12 @@ class Float32(ElementType):
         if array.dtype.kind not in 'fiu':
             raise field.error('has elements of type %s; expected numbers'
                               % array.dtype)
-        with np.errstate(over='ignore', invalid='ignore'):
-            array = array.astype('<f4')
-        if not np.isfinite(array).all():
+        if array.dtype != self.dtype:
+            with np.errstate(over='ignore', invalid='ignore'):
+                array = array.astype('<f4')
+        # Finite iff every element is: a float64 sum of float32 values
+        # cannot overflow, and NaN and infinities carry through.
+        if not math.isfinite(array.sum(dtype=np.float64)):
             raise field.error('contains NaN or infinity (after conversion '
                               'to float32); every element must be finite')
         return array.tobytes()

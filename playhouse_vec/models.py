@@ -154,6 +154,7 @@ class VecTable(object):
         meta = model._meta
         name = model.__name__
         self.columns = {}
+        self.plain_sql = {}   # KNNSelect's compiled plain searches.
         # quantize='bit': each float vector's binary companion column;
         # lists=N: each float vector's inverted list, a partition key.
         self.companions = dict(
@@ -215,6 +216,9 @@ class VecTable(object):
                         name, counts[role], role, limit))
         self.vectors = [c.field for c in self.columns.values()
                         if c.role == 'vector' and c.field not in self.hidden]
+        # What a KNN search returns by default.
+        self.selected = [f for f in meta.sorted_fields
+                         if f not in self.hidden] + [model.distance]
         # Vector columns whose hidden columns depend on train().
         self.trained = [f for f in self.vectors if self.hidden_of(f)]
         if not self.vectors:

@@ -18,6 +18,10 @@ candidates are ranked again by exact distance. With inverted lists
 vec0 returns k rows per list: the (key, distance) pairs are ranked in a
 CTE, then only the best rows are read, by key.
 
+A plain search (the model's own columns, no filter, join or paging) has
+the same SQL for every query vector: it is compiled once per column list
+and database, then run with the new vector and k.
+
 LIMIT/OFFSET (also from ``.get()``, ``.first()``, ``.paginate()``) are
 applied outside a MATERIALIZED CTE, because vec0 rejects a LIMIT next to
 ``k = ?`` on SQLite >= 3.41.
@@ -33,6 +37,8 @@ from peewee import Field
 from peewee import Function
 from peewee import JOIN
 from peewee import Join
+from peewee import ModelDictCursorWrapper
+from peewee import ModelObjectCursorWrapper
 from peewee import ModelSelect
 from peewee import Negated
 from peewee import Node
@@ -309,9 +315,7 @@ class KNNSelect(ModelSelect):
     are ordered by distance; ``limit``/``offset`` page through the k.
     """
     def __init__(self, model, field, vector, k=None, probes=None):
-        fields = [f for f in model._meta.sorted_fields
-                  if f not in model._vec.hidden]
-        super(KNNSelect, self).__init__(model, fields + [model.distance])
+        super(KNNSelect, self).__init__(model, model._vec.selected)
         if k is not None and (not isinstance(k, numbers.Integral) or
                               isinstance(k, bool) or k < 0):
             raise ValueError('k must be a non-negative integer, got %r.'
@@ -352,7 +356,66 @@ class KNNSelect(ModelSelect):
         wanted = max(0, self.k - offset)
         return wanted if self._limit is None else min(self._limit, wanted)
 
+    # Query parts that, when all empty, make a plain KNN search.
+    _PLAIN_EMPTY = ('_where', '_order_by', '_limit', '_offset', '_group_by',
+                    '_having', '_windows', '_distinct', '_simple_distinct',
+                    '_for_update', '_lateral', '_cte_list', '_alias')
+
+    def _plain_key(self, database):
+        """A cache key when this is a plain search (columns of the model, no
+        filter, join, paging or quantized/probed column), whose SQL is the
+        same for every query vector; else None."""
+        model = self.model
+        if self._from_list != [model] or self.k > K_MAX or \
+                self._knn_list_field is not None or \
+                self._knn_field in model._vec.companions or \
+                any(getattr(self, attr, None) for attr in self._PLAIN_EMPTY):
+            return None
+        # Only the model's own fields: they live as long as the model, so
+        # their ids are stable keys.
+        if not all(isinstance(node, Field) and node.model is model
+                   for node in self._returning):
+            return None
+        return (database, model._meta.schema, model._meta.table_name,
+                self._knn_field.name, self._row_type,
+                tuple(id(node) for node in self._returning))
+
+    def _execute_plain(self, database):
+        """Run a plain search from SQL compiled once per column list: the
+        statement has exactly two parameters, the vector and k."""
+        key = self._plain_key(database)
+        if key is None:
+            return None
+        vector = self._knn_vector
+        if isinstance(vector, Function) and len(vector.arguments) == 1:
+            vector = vector.arguments[0]     # vec_int8(?), vec_bit(?)
+        if not (isinstance(vector, Value) and
+                isinstance(vector.value, bytes)):
+            return None
+        cache = self.model._vec.plain_sql
+        params = (vector.value, self.k)
+        sql = cache.get(key)
+        if sql is None:
+            sql, compiled = database.get_sql_context().sql(self).query()
+            if len(compiled) != 2 or compiled[0] is not params[0] or \
+                    compiled[1] != params[1]:
+                return None
+            if len(cache) >= 64:   # Bounded: databases come and go.
+                cache.clear()
+            cache[key] = sql
+        cursor = database.execute_sql(sql, params)
+        if self._row_type is None:
+            self._cursor_wrapper = KNNRowWrapper(cursor, self.model,
+                                                 self._returning)
+        else:
+            self._cursor_wrapper = self._get_cursor_wrapper(cursor)
+        return self._cursor_wrapper
+
     def _execute(self, database):
+        if self._cursor_wrapper is None:
+            wrapper = self._execute_plain(database)
+            if wrapper is not None:
+                return wrapper
         # The probed lists may hold fewer than k rows that pass the filters
         # (a rare value, a small list): then every list is searched.
         if self._cursor_wrapper is None and self._probe() is not None:
@@ -563,6 +626,18 @@ class KNNSelect(ModelSelect):
 
     def __sql__(self, ctx):
         return ctx.sql(compiled_with_alias(self))
+
+
+class KNNRowWrapper(ModelObjectCursorWrapper):
+    """Model instances of a plain search, whose columns are all fields of
+    the model: the values go straight into the instance's data."""
+    def __init__(self, cursor, model, columns):
+        super(KNNRowWrapper, self).__init__(cursor, model, columns, model)
+
+    def process_row(self, row):
+        obj = self.constructor(__no_default__=1)
+        obj.__data__.update(ModelDictCursorWrapper.process_row(self, row))
+        return obj
 
 
 def compiled_with_alias(query):

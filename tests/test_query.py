@@ -310,6 +310,41 @@ def test_rows_are_model_instances_with_distance_and_joins(corpus):
     assert set(as_dicts[0]) == {'rowid', 'distance'}
 
 
+def test_plain_search_compiles_once_and_matches_the_general_path(corpus):
+    NoteVec, rng = corpus['NoteVec'], corpus['rng']
+    NoteVec._vec.plain_sql.clear()
+    for _ in range(3):
+        q = rng.normal(size=8).astype(np.float32)
+        plain = list(NoteVec.knn(q, k=7))
+        # A filter that keeps every row takes the general path.
+        general = list(NoteVec.knn(q, k=7).where(NoteVec.year > 0))
+        assert [(r.rowid, r.distance) for r in plain] == \
+            [(r.rowid, r.distance) for r in general]
+        for a, b in zip(plain, general):
+            assert sorted(a.__data__) == sorted(b.__data__)
+            assert (a.course, a.year, a.body) == (b.course, b.year, b.body)
+            assert np.array_equal(a.embedding, b.embedding)
+        assert not any(r.is_dirty() for r in plain)
+        assert [r['rowid'] for r in NoteVec.knn(q, k=3).select(
+            NoteVec.rowid, NoteVec.distance).dicts()] == \
+            [r.rowid for r in plain[:3]]
+        assert [r[0] for r in NoteVec.knn(q, k=3).tuples()] == \
+            [r.rowid for r in plain[:3]]
+    # One statement per column list and row type, reused for new vectors.
+    assert len(NoteVec._vec.plain_sql) == 3
+    # Aliased columns and other databases are compiled on their own.
+    aliased = NoteVec.knn(q, k=2).select(NoteVec.rowid.alias('id'),
+                                         NoteVec.distance)
+    assert [r.id for r in aliased] == [r.rowid for r in plain[:2]]
+    assert len(NoteVec._vec.plain_sql) == 3
+    other = new_database()
+    with other.bind_ctx([corpus['Note'], NoteVec]):
+        other.create_tables([corpus['Note'], NoteVec])
+        assert list(NoteVec.knn(q, k=3)) == []
+    other.close()
+    assert len(NoteVec._vec.plain_sql) == 4
+
+
 def test_k_above_vec0_limit_uses_an_exact_scan(corpus):
     NoteVec, truth = corpus['NoteVec'], corpus['truth']
     k = K_MAX + 904
