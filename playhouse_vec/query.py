@@ -409,6 +409,7 @@ class KNNSelect(ModelSelect):
         if self._row_type is None:
             self._cursor_wrapper = KNNRowWrapper(cursor, self.model,
                                                  self._returning)
+            self._cursor_wrapper.read_all()
         else:
             self._cursor_wrapper = self._get_cursor_wrapper(cursor)
         return self._cursor_wrapper
@@ -640,6 +641,17 @@ class KNNRowWrapper(ModelObjectCursorWrapper):
         obj = self.constructor(__no_default__=1)
         obj.__data__.update(ModelDictCursorWrapper.process_row(self, row))
         return obj
+
+    def read_all(self):
+        """Read the (at most k) rows at once and release the statement."""
+        rows = self.cursor.fetchall()
+        self.cursor.close()
+        if rows:
+            self.initialize()
+            self.initialized = True
+        self.row_cache = [self.process_row(row) for row in rows]
+        self.count = len(rows)
+        self.populated = True
 
 
 def compiled_with_alias(query):
