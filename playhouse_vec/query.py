@@ -367,20 +367,21 @@ class KNNSelect(ModelSelect):
         """A cache key when this is a plain search (columns of the model, no
         filter, join, paging or quantized/probed column), whose SQL is the
         same for every query vector; else None."""
-        model = self.model
+        model, field = self.model, self._knn_field
         if self._from_list != [model] or self.k > K_MAX or \
                 self._knn_list_field is not None or \
-                self._knn_field in model._vec.companions or \
-                any(getattr(self, attr, None) for attr in self._PLAIN_EMPTY):
+                field.quantize == 'bit' or \
+                any(map(self.__dict__.get, self._PLAIN_EMPTY)):
             return None
         # Only the model's own fields: they live as long as the model, so
         # their ids are stable keys.
-        if not all(isinstance(node, Field) and node.model is model
-                   for node in self._returning):
-            return None
+        ids = []
+        for node in self._returning:
+            if not (isinstance(node, Field) and node.model is model):
+                return None
+            ids.append(id(node))
         return (database, model._meta.schema, model._meta.table_name,
-                self._knn_field.name, self._row_type,
-                tuple(id(node) for node in self._returning))
+                field.name, self._row_type, tuple(ids))
 
     def _execute_plain(self, database):
         """Run a plain search from SQL compiled once per column list: the
@@ -396,20 +397,20 @@ class KNNSelect(ModelSelect):
             return None
         cache = self.model._vec.plain_sql
         params = (vector.value, self.k)
-        sql = cache.get(key)
-        if sql is None:
+        plain = cache.get(key)
+        if plain is None:
             sql, compiled = database.get_sql_context().sql(self).query()
             if len(compiled) != 2 or compiled[0] is not params[0] or \
                     compiled[1] != params[1]:
                 return None
             if len(cache) >= 64:   # Bounded: databases come and go.
                 cache.clear()
-            cache[key] = sql
-        cursor = database.execute_sql(sql, params)
+            plain = cache[key] = PlainSearch(sql)
+        cursor = database.execute_sql(plain.sql, params)
         if self._row_type is None:
             self._cursor_wrapper = KNNRowWrapper(cursor, self.model,
                                                  self._returning)
-            self._cursor_wrapper.read_all()
+            self._cursor_wrapper.read_all(plain)
         else:
             self._cursor_wrapper = self._get_cursor_wrapper(cursor)
         return self._cursor_wrapper
@@ -631,6 +632,16 @@ class KNNSelect(ModelSelect):
         return ctx.sql(compiled_with_alias(self))
 
 
+class PlainSearch(object):
+    """The SQL of a plain search, and how its result columns map to the
+    model (resolved by the first search that returns rows)."""
+    __slots__ = ('sql', 'columns')
+
+    def __init__(self, sql):
+        self.sql = sql
+        self.columns = None
+
+
 class KNNRowWrapper(ModelObjectCursorWrapper):
     """Model instances of a plain search, whose columns are all fields of
     the model: the values go straight into the instance's data."""
@@ -642,12 +653,19 @@ class KNNRowWrapper(ModelObjectCursorWrapper):
         obj.__data__.update(ModelDictCursorWrapper.process_row(self, row))
         return obj
 
-    def read_all(self):
+    def read_all(self, plain):
         """Read the (at most k) rows at once and release the statement."""
         rows = self.cursor.fetchall()
         self.cursor.close()
         if rows:
-            self.initialize()
+            if plain.columns is None:
+                before = set(self.__dict__)
+                self.initialize()
+                plain.columns = dict((name, value) for name, value in
+                                     self.__dict__.items()
+                                     if name not in before)
+            else:
+                self.__dict__.update(plain.columns)
             self.initialized = True
         self.row_cache = [self.process_row(row) for row in rows]
         self.count = len(rows)
