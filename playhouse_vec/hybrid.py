@@ -65,15 +65,35 @@ class HybridSelect(ModelSelect):
                         content.__name__, term))
         return terms
 
-    def _vec_leg(self, filters):
+    def _vec_hits(self, filters):
         h = self._hybrid
         vec = h['vec_model']
         hits = vec.knn(h['vector'], k=h['depth'])
         for term in filters:
             hits = hits.where(term)
-        hits = hits.select(vec._meta.primary_key.alias('doc_id'),
+        return hits.select(vec._meta.primary_key.alias('doc_id'),
                            vec.distance.alias('distance'))
-        return self._ranked('vec_leg', hits, 'distance')
+
+    def _vec_leg(self, filters):
+        """(CTEs the leg reads, the leg)."""
+        hits = self._vec_hits(filters)
+        if hits._probe() is None:
+            return [], self._ranked('vec_leg', hits, 'distance')
+        # The probed inverted lists may hold fewer candidates than the
+        # depth that pass the filters; then every list is read instead,
+        # decided inside the statement: the search of every list asks vec0
+        # for k = 0 rows (no work) when the probed lists were enough.
+        depth = self._hybrid['depth']
+        probed = hits.cte('vec_probed', materialized=True)
+        found = Select([probed], [fn.COUNT(SQL('*'))])
+        every = self._vec_hits(filters)
+        every._knn_all_lists = True
+        every._knn_k_sql = Case(None, [(found < depth, depth)], 0)
+        either = (Select([probed], [probed.c.doc_id, probed.c.distance])
+                  .where(found >= depth)
+                  .union_all(Select([every.alias('every')],
+                                    [SQL('doc_id'), SQL('distance')])))
+        return [probed], self._ranked('vec_leg', either, 'distance')
 
     def _fts_leg(self, filters):
         h = self._hybrid
@@ -83,7 +103,7 @@ class HybridSelect(ModelSelect):
             hits = hits.where(term)
         hits = hits.select(fts.rowid.alias('doc_id'),
                            fts.bm25(*fts.weight_list()).alias('bm25'))
-        return self._ranked('fts_leg', hits, 'bm25')
+        return [], self._ranked('fts_leg', hits, 'bm25')
 
     def _ranked(self, name, hits, score):
         """A leg's hits (lower ``score`` is better) with their rank and,
@@ -107,14 +127,15 @@ class HybridSelect(ModelSelect):
         h = self._hybrid
         content = self.model
         filters = self._filters()
-        legs, parts = [], []
+        ctes, legs, parts = [], [], []
         for name, build, present in (
                 ('vec', self._vec_leg, h['vector'] is not None),
                 ('fts', self._fts_leg, h['text'] is not None)):
             if not present:
                 legs.append(None)
                 continue
-            leg = build(filters)
+            read, leg = build(filters)
+            ctes.extend(read + [leg])
             weight = Value(float(h['weights'][name]))
             if h['fusion'] == 'rrf':
                 part = weight / (Value(h['rrf_k']) + leg.c.rnk)
@@ -148,8 +169,7 @@ class HybridSelect(ModelSelect):
             extra[value] = getattr(leg.c, value)
         query._returning = list(content._meta.sorted_fields) + [
             extra[name].alias(name) for name in EXTRA_COLUMNS]
-        query._cte_list = [leg for leg in legs if leg is not None] + [
-            union, fused]
+        query._cte_list = ctes + [union, fused]
         query._order_by = [fused.c.score.desc(), pk]
         query._limit, query._offset = self._limit, self._offset
         return query

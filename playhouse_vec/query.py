@@ -338,6 +338,8 @@ class KNNSelect(ModelSelect):
         self._knn_lists = _UNSET     # The inverted lists the search reads.
         self._knn_all_lists = False
         self._knn_ranked_outside = False
+        self._knn_k_sql = None       # SQL that computes k, in statements
+                                     # that decide it as they run.
 
     def _probe(self):
         """``list IN (...)`` for a field with trained inverted lists: the
@@ -470,8 +472,9 @@ class KNNSelect(ModelSelect):
     def _knn_query(self, returning=None):
         model, field = self.model, self._knn_field
         plan = FilterPlan(self)
+        k = self.k if self._knn_k_sql is None else self._knn_k_sql
         where = [Expression(field, 'MATCH', self._knn_vector),
-                 Expression(model.k, OP.EQ, self.k)]
+                 Expression(model.k, OP.EQ, k)]
         where.extend(plan.native)
         if self._probe() is not None:
             where.append(self._probe())

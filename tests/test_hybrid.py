@@ -236,3 +236,52 @@ def test_default_fusion_is_the_tuned_min_max_blend(models):
                                   weights={'vec': 1.0, 'fts': 1.5}))
     assert [(r.id, r.score) for r in rows] == \
         [(r.id, r.score) for r in explicit]
+
+
+def test_inverted_lists_in_the_vector_leg_lose_no_rows(db):
+    # One probed list of 32 rarely holds the 20 rows of a rare group: the
+    # vector leg then reads every list, as knn() does on its own.
+    class Note(Model):
+        title = TextField()
+        group = IntegerField()
+
+        class Meta:
+            database = db
+
+    class NoteFTS(FTSModel):
+        title = SearchField()
+
+        class Meta:
+            database = db
+            content = Note
+
+    class NoteVec(VecModel):
+        embedding = VectorField(8, metric='cosine', lists=32, probes=1)
+
+        class Meta:
+            database = db
+            content = Note
+
+    db.create_tables([Note, NoteFTS, NoteVec])
+    rng = np.random.default_rng(3)
+    n = 2000
+    vectors = rng.normal(size=(n, 8)).astype(np.float32)
+    groups = np.where(rng.random(n) < 0.01, 1, 0)
+    with db.atomic():
+        Note.insert_many([{'title': 'note', 'group': int(g)} for g in groups]
+                         ).execute()
+        NoteVec.insert_many([{'rowid': i + 1, 'embedding': v}
+                             for i, v in enumerate(vectors)]).execute()
+    NoteVec.train()
+    q = rng.normal(size=8).astype(np.float32)
+    rare = np.flatnonzero(groups == 1) + 1
+    assert 10 <= len(rare) < 40
+    found = hybrid_search(NoteVec, NoteFTS, vector=q, k=10, depth=10) \
+        .where(Note.group == 1)
+    unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    truth = rare[np.argsort(-(unit[rare - 1] @ q))][:10]
+    assert [note.id for note in found] == truth.tolist()
+    # Both legs, no filter: the probed list suffices and is used.
+    both = hybrid_search(NoteVec, NoteFTS, text='note', vector=q, k=10)
+    assert len(list(both)) == 10
+    assert 'embedding_list" IN' in both.sql()[0]
