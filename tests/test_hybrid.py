@@ -20,7 +20,7 @@ WORDS = ['install', 'peewee', 'vector', 'query', 'join', 'pip', 'index',
          'sqlite', 'course', 'docker', 'python', 'model']
 
 
-def make(db, dims=4):
+def make(db, dims=4, **field):
     class Note(Model):
         title = TextField()
         group = IntegerField()
@@ -37,7 +37,7 @@ def make(db, dims=4):
             stopwords = ()
 
     class NoteVec(VecModel):
-        embedding = VectorField(dims, metric='cosine')
+        embedding = VectorField(dims, metric='cosine', **field)
 
         class Meta:
             database = db
@@ -241,28 +241,7 @@ def test_default_fusion_is_the_tuned_min_max_blend(models):
 def test_inverted_lists_in_the_vector_leg_lose_no_rows(db):
     # One probed list of 32 rarely holds the 20 rows of a rare group: the
     # vector leg then reads every list, as knn() does on its own.
-    class Note(Model):
-        title = TextField()
-        group = IntegerField()
-
-        class Meta:
-            database = db
-
-    class NoteFTS(FTSModel):
-        title = SearchField()
-
-        class Meta:
-            database = db
-            content = Note
-
-    class NoteVec(VecModel):
-        embedding = VectorField(8, metric='cosine', lists=32, probes=1)
-
-        class Meta:
-            database = db
-            content = Note
-
-    db.create_tables([Note, NoteFTS, NoteVec])
+    Note, NoteFTS, NoteVec = make(db, dims=8, lists=32, probes=1)
     rng = np.random.default_rng(3)
     n = 2000
     vectors = rng.normal(size=(n, 8)).astype(np.float32)
