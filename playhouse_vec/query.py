@@ -317,9 +317,8 @@ class KNNSelect(ModelSelect):
     def __init__(self, model, field, vector, k=None, probes=None):
         super(KNNSelect, self).__init__(model, ())
         self._returning = list(model._vec.selected)   # Plain fields.
-        if k is not None and not (type(k) is int and k >= 0) and (
-                not isinstance(k, numbers.Integral) or
-                isinstance(k, bool) or k < 0):
+        if k is not None and (not isinstance(k, numbers.Integral) or
+                              isinstance(k, bool) or k < 0):
             raise ValueError('k must be a non-negative integer, got %r.'
                              % (k,))
         self._knn_field = field
