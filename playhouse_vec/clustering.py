@@ -12,8 +12,11 @@ Lloyd's k-means, nearest by Euclidean distance::
     x = residuals(vectors, center, 'cosine')
     centroids = kmeans(x[::10], 256, 'cosine')
     lists = assign(x, centroids, 'cosine')                  # int array
-    probe = nearest_lists(residuals(q, center, 'cosine')[0], centroids,
+    probe = nearest_lists(residuals(q, None, 'cosine')[0], centroids,
                           'cosine', 32)
+
+For cosine, a query is compared with the centroids as it is, not as a
+residual (see ``VecModel.probed_lists``).
 """
 import numpy as np
 
@@ -87,9 +90,10 @@ def assign(residuals, centroids, metric, batch=8192):
     return out
 
 
-def nearest_lists(residual, centroids, metric, probes):
-    """The ``probes`` lists nearest to one query's residual, as ints."""
-    scores = _scores(residual[None], centroids, metric)[0]
+def nearest_lists(query, centroids, metric, probes):
+    """The ``probes`` lists nearest to one query (unit-normalised for
+    cosine, a residual for l2 and l1), as ints."""
+    scores = _scores(query[None], centroids, metric)[0]
     if probes >= len(scores):
         return list(range(len(scores)))
     return sorted(np.argpartition(-scores, probes)[:probes].tolist())

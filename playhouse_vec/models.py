@@ -680,9 +680,16 @@ class VecModel(VirtualModel):
         probes = probes or field.probes
         if probes >= len(centroids):
             return None
-        residual = cls._residuals(field, field.stored_matrix(
-            [field.pack(vector)]))[0]
-        return nearest_lists(residual, centroids, field.metric, probes)
+        # For cosine the lists are ranked by the query itself: q.x is
+        # q.center + q.(x - center), whose first term is the same in every
+        # list, whereas the query's residual would add -center.centroid, a
+        # bias per list that misleads the probes when queries and documents
+        # are embedded differently (task types shift the queries' mean).
+        # Distances (l2, l1) ignore a shared shift: residuals are right.
+        center = None if field.metric == 'cosine' else cls.center(field)
+        query = residuals(field.stored_matrix([field.pack(vector)]), center,
+                          field.metric)[0]
+        return nearest_lists(query, centroids, field.metric, probes)
 
     @classmethod
     def _needs_training(cls):

@@ -254,6 +254,29 @@ def test_inverted_lists_with_bit_quantization(db, data):
     assert recall(Doc, data, mask=data[2] == 'rare') >= 0.75
 
 
+def test_probes_are_not_biased_against_large_lists(db):
+    # Two groups of 240 and 40 rows around a shared mean: the mean lies
+    # nearer the large group, so ranking lists by the query's residual
+    # would favour the small one; ranking by the query itself (cosine)
+    # probes the list that holds the nearest rows.
+    rng = np.random.default_rng(5)
+    shared, a, b = np.eye(DIMS, dtype=np.float32)[:3]
+
+    def group(direction, count):
+        noise = 0.01 * rng.normal(size=(count, DIMS)).astype(np.float32)
+        return 0.9 * shared + 0.44 * direction + noise
+    vectors = np.concatenate([group(a, 240), group(b, 40)])
+    Doc = declare(db, lists=2, probes=1)
+    Doc.insert_many([{'rowid': i + 1, 'embedding': v, 'course': 'a'}
+                     for i, v in enumerate(vectors)]).execute()
+    Doc.train()
+    query = 0.9 * shared + 0.23 * a + 0.2 * b     # a little nearer to a
+    truth = np.argsort(-(vectors @ query) / np.linalg.norm(vectors, axis=1))
+    assert truth[0] < 240
+    found = [r.rowid - 1 for r in Doc.knn(query, k=5)]
+    assert found == truth[:5].tolist()
+
+
 def test_bad_list_options():
     with pytest.raises(ValueError, match='lists must be'):
         VectorField(8, lists=1)
