@@ -4,6 +4,7 @@ Quantized vector search at scale: latency, recall and memory.
     python benchmarks/quantization.py [--n 100000] [--dims 768]
                                       [--configs float,bit8,ivf,...]
                                       [--pragmas tuned|cache|default]
+                                      [--data synthetic|faq]
 
 For each configuration a fresh database file is built (ingest rate
 printed), then a separate process opens it and answers the queries, so the
@@ -11,7 +12,18 @@ peak RSS printed is that of a process that searches the file (paged through
 SQLite's cache), not of the one that generated the data. Baseline: numpy
 brute force over the float32 vectors in RAM, in the same query process.
 Data: synthetic unit vectors shaped like text embeddings (knn.embedding_like)
-with queries near stored vectors.
+with queries near stored vectors; or, with --data faq, the course FAQ
+documents and dev questions (DataTalksClub LLM Zoomcamp, read from
+../shared/data/faq) embedded by LocalEmbedder (384-d; cached as in
+hybrid_quality.py).
+
+Matryoshka truncation (trunc2, trunc3: keep the first half or third of the
+dimensions) only suits models trained for it, which front-load what
+matters. The synthetic vectors stand in for such a model by being rotated
+so that their coordinates come in order of decreasing variance (a rotation
+leaves every distance, and so the true neighbours, unchanged); the FAQ
+vectors are truncated as LocalEmbedder makes them (a model not trained for
+truncation).
 """
 import argparse
 import json
@@ -39,6 +51,9 @@ CONFIGS = {
     'ivf': dict(lists='sqrt', probes=[1 / 16., 3 / 32., 7 / 64., 1 / 8.]),
     'ivf-bit': dict(lists='sqrt', probes=[1 / 8.], quantize='bit',
                     oversample=8),
+    # Matryoshka: keep the first dims // 2 or dims // 3 elements.
+    'trunc2': dict(matryoshka=2),
+    'trunc3': dict(matryoshka=3),
 }
 PRAGMAS = {
     'tuned': 'vector_pragmas()',                  # 64 KiB pages, 64 MB cache
@@ -47,15 +62,50 @@ PRAGMAS = {
 }
 
 
-def field_options(options, n):
-    """A CONFIGS entry made concrete for n rows: (field options, probes to
-    measure)."""
-    options = dict(options)
+def field_options(options, n, dims):
+    """A CONFIGS entry made concrete for n rows of dims elements: (field
+    options, probes to measure)."""
+    options = dict(options, dims=dims)
     sweep = options.pop('probes', [None])
     if options.get('lists') == 'sqrt':
         options['lists'] = 2 ** int(np.ceil(np.log2(np.sqrt(n))))
         sweep = [max(1, int(options['lists'] * p)) for p in sweep]
+    if options.get('matryoshka'):
+        options['dims'] = dims // options.pop('matryoshka') // 8 * 8
+        options['matryoshka'] = True
     return options, sweep
+
+
+def dataset(data, n, dims, count):
+    """(vectors, queries) as float32 arrays of unit vectors."""
+    if data == 'faq':
+        return faq_vectors()
+    vectors, make_queries = embedding_like(n, dims, seed=0)
+    return vectors, make_queries(count)
+
+
+def faq_vectors():
+    """The FAQ documents and dev questions embedded by LocalEmbedder."""
+    import faq
+    import hybrid_quality
+    from playhouse_vec import LocalEmbedder
+    documents, questions = faq.load('dev')
+    embedder = LocalEmbedder()
+    db, _, _, DocVec = hybrid_quality.build(documents, embedder)
+    vectors = np.stack([v for v, in DocVec.select(DocVec.embedding)
+                        .order_by(DocVec.rowid).tuples()])
+    db.close()
+    return vectors, hybrid_quality.query_vectors(embedder, questions)
+
+
+def variance_order(vectors):
+    """An orthogonal matrix whose columns are the directions of the vectors'
+    largest second moment, largest first: ``vectors @ R`` puts what
+    distinguishes them in the leading coordinates, as a model trained for
+    Matryoshka truncation does."""
+    sample = vectors[:20000].astype(np.float64)
+    _, directions = np.linalg.eigh(sample.T @ sample)
+    return np.ascontiguousarray(directions[:, ::-1], dtype=np.float32)
 
 
 def pragma_list(name):
@@ -73,11 +123,13 @@ def peak_rss_mb():
                 return int(line.split()[1]) / 1024.0
 
 
-def model(path, dims, options, pragmas):
+def model(path, options, pragmas):
     from peewee import SqliteDatabase
     from playhouse_vec import VecModel
     from playhouse_vec import VectorField
     db = SqliteDatabase(path, pragmas=pragma_list(pragmas))
+    options = dict(options)
+    dims = options.pop('dims')
 
     class Item(VecModel):
         embedding = VectorField(dims, metric='cosine', **options)
@@ -88,9 +140,16 @@ def model(path, dims, options, pragmas):
     return db, Item
 
 
-def build(path, n, dims, options, seed, pragmas):
-    vectors, _ = embedding_like(n, dims, seed=seed)
-    db, Item = model(path, dims, options, pragmas)
+def build(path, vectors, options, pragmas, rotate=False):
+    """Fill a fresh database; returns the ingest rate. With ``rotate``, a
+    Matryoshka table gets the vectors rotated by variance_order(), saved
+    beside it for the queries."""
+    n = len(vectors)
+    if rotate and options.get('matryoshka'):
+        rotation = variance_order(vectors)
+        np.save(path + '.rotation.npy', rotation)
+        vectors = vectors @ rotation
+    db, Item = model(path, options, pragmas)
     db.create_tables([Item])
     start = time.perf_counter()
     with db.atomic():
@@ -107,18 +166,21 @@ def build(path, n, dims, options, seed, pragmas):
     return rate
 
 
-def query(path, n, dims, options, seed, count, with_numpy, pragmas,
-          sweep=(None,)):
-    """Runs in its own process; prints one JSON line."""
-    db, Item = model(path, dims, options, pragmas) if path else (None, None)
-    vectors, make_queries = embedding_like(n, dims, seed=seed) \
-        if with_numpy else (None, None)
-    if not with_numpy:
-        queries = json.loads(sys.stdin.read())
+def query(path, options, pragmas, sweep=(None,), data=None):
+    """Runs in its own process; prints one JSON line. With ``data`` (data
+    set, n, dims, query count): the numpy baseline; else the search of the
+    database at ``path``, for the queries read from stdin."""
+    if data:
+        vectors, queries = dataset(*data)
+        queries = queries.tolist()
     else:
-        queries = make_queries(count).tolist()
+        db, Item = model(path, options, pragmas)
+        queries = json.loads(sys.stdin.read())
+        if os.path.exists(path + '.rotation.npy'):
+            rotation = np.load(path + '.rotation.npy')
+            queries = (np.asarray(queries, np.float32) @ rotation).tolist()
     truth, numpy_ms = [], []
-    if with_numpy:
+    if data:
         for q in queries:
             start = time.perf_counter()
             scores = vectors @ np.asarray(q, np.float32)
@@ -157,34 +219,48 @@ def main():
     parser.add_argument('--configs',
                         default='float,bit8,bit16,bit32,int8,ivf,ivf-bit')
     parser.add_argument('--pragmas', default='tuned', choices=PRAGMAS)
+    parser.add_argument('--data', default='synthetic',
+                        choices=('synthetic', 'faq'))
     parser.add_argument('--child', default=None)
     args = parser.parse_args()
     if args.child:
         return query(*json.loads(args.child))
-    print('%d x %d, cosine, k=10, %d queries; PRAGMAs %s' % (
-        args.n, args.dims, args.queries, pragma_list(args.pragmas)))
+    if args.data == 'faq':
+        import faq
+        if faq.faq_dir() is None:
+            print('FAQ data not found (../shared/data/faq); nothing to '
+                  'measure.')
+            return
     run(args.n, args.dims, args.queries, args.configs.split(','),
-        args.pragmas)
+        args.pragmas, args.data)
 
 
-def run(n, dims, queries, configs, pragmas, seed=0):
+def run(n, dims, queries, configs, pragmas, data='synthetic'):
     """Build and search each configuration; print one line each."""
     results = {}
+    vectors, _ = dataset(data, n, dims, 0)
+    n, dims = vectors.shape
     with tempfile.TemporaryDirectory() as directory:
-        baseline = child('', n, dims, {}, seed, queries, True, pragmas)
+        baseline = child('', {}, pragmas, [None],
+                         [data, n, dims, queries])
+        print('%s data: %d x %d, cosine, k=10, %d queries; PRAGMAs %s' % (
+            data, n, dims, len(baseline['queries']), pragma_list(pragmas)))
         print('  numpy brute force (all vectors in RAM): p50 %.2f ms, peak '
               'RSS %.0f MB' % (baseline['numpy_p50'], baseline['rss_mb']))
         for name in configs:
-            options, sweep = field_options(CONFIGS[name], n)
+            options, sweep = field_options(CONFIGS[name], n, dims)
             path = os.path.join(directory, '%s.db' % name)
-            rate = build(path, n, dims, options, seed, pragmas)
-            out = child(path, n, dims, options, seed, queries, False,
-                        pragmas, sweep, stdin=json.dumps(baseline['queries']))
+            rate = build(path, vectors, options, pragmas,
+                         rotate=data == 'synthetic')
+            out = child(path, options, pragmas, sweep,
+                        stdin=json.dumps(baseline['queries']))
             for result in out['results']:
                 recall = np.mean([len(set(t) & set(f)) / 10 for t, f in zip(
                     baseline['truth'], result['found'])])
                 label = name if result['probes'] is None else '%s/%d' % (
                     name, result['probes'])
+                if options.get('matryoshka'):
+                    label = '%s:%d' % (name, options['dims'])
                 print('  %-11s p50 %7.2f ms (%5.2fx numpy)  recall@10 %.3f  '
                       'peak RSS %4.0f MB  file %5.0f MB  ingest %6.0f '
                       'rows/s' % (label, result['p50'], result['p50'] /
@@ -194,7 +270,9 @@ def run(n, dims, queries, configs, pragmas, seed=0):
                 results[label] = dict(result, recall=recall, ingest=rate,
                                       rss_mb=out['rss_mb'],
                                       numpy_p50=baseline['numpy_p50'])
-            os.remove(path)
+            for leftover in (path, path + '.rotation.npy'):
+                if os.path.exists(leftover):
+                    os.remove(leftover)
     return results
 
 
