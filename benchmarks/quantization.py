@@ -69,7 +69,8 @@ def field_options(options, n, dims):
     sweep = options.pop('probes', [None])
     if options.get('lists') == 'sqrt':
         options['lists'] = 2 ** int(np.ceil(np.log2(np.sqrt(n))))
-        sweep = [max(1, int(options['lists'] * p)) for p in sweep]
+        sweep = sorted(set(max(1, int(options['lists'] * p))
+                           for p in sweep))
     if options.get('matryoshka'):
         options['dims'] = dims // options.pop('matryoshka') // 8 * 8
         options['matryoshka'] = True
