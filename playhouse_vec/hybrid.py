@@ -88,7 +88,7 @@ class HybridSelect(ModelSelect):
         found = Select([probed], [fn.COUNT(SQL('*'))])
         every = self._vec_hits(filters)
         every._knn_all_lists = True
-        every._knn_k_sql = Case(None, [(found < depth, depth)], 0)
+        every._knn_only_if = found < depth
         either = (Select([probed], [probed.c.doc_id, probed.c.distance])
                   .where(found >= depth)
                   .union_all(Select([every.alias('every')],
@@ -234,8 +234,7 @@ def hybrid_search(vec_model, fts_model, text=None, vector=None, k=10,
             raise ValueError("weights keys are 'vec' and 'fts', got %r."
                              % (name,))
         merged[name] = float(value)
-    if vector is not None:
-        vector = vec_model._vec.vectors[0].to_bytes(vector) \
-            if not isinstance(vector, bytes) else vector
+    if vector is not None:    # Checked now, packed as the column stores it.
+        vector = vec_model._vec.vectors[0].pack(vector)
     return HybridSelect(content, vec_model, fts_model, text, vector, k,
                         depth or max(k, 20), rrf_k, merged, fusion, operator)

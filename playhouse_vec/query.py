@@ -31,6 +31,8 @@ import numbers
 import operator
 from functools import reduce
 
+from peewee import Alias
+from peewee import Case
 from peewee import Column
 from peewee import Expression
 from peewee import Field
@@ -337,8 +339,9 @@ class KNNSelect(ModelSelect):
         self._knn_lists = _UNSET     # The inverted lists the search reads.
         self._knn_all_lists = False
         self._knn_ranked_outside = False
-        self._knn_k_sql = None       # SQL that computes k, in statements
-                                     # that decide it as they run.
+        # An SQL condition: when set, vec0 is asked for k rows where it
+        # holds and for none otherwise (statements that decide as they run).
+        self._knn_only_if = None
 
     def _probe(self):
         """``list IN (...)`` for a field with trained inverted lists: the
@@ -458,6 +461,20 @@ class KNNSelect(ModelSelect):
                     'other orderings are not supported. Sort the rows in '
                     'Python, e.g. sorted(query, key=...).')
 
+    def _is_distance(self, node):
+        """Whether a selected node is the distance column, aliased or not
+        (``.select(Doc.distance.alias('d'))``)."""
+        if isinstance(node, Alias):
+            node = node.node
+        return node is self.model.distance
+
+    def _returning_with(self, distance):
+        """The selected nodes with the distance computed as ``distance``
+        (under the name it was selected as)."""
+        return [distance.alias(_column_name(node, 0))
+                if self._is_distance(node) else node
+                for node in self._returning]
+
     def _base_query(self, returning, where, order_by, limit=None):
         query = ModelSelect(self.model, returning)
         for attr in ('_from_list', '_group_by', '_having', '_windows',
@@ -471,7 +488,8 @@ class KNNSelect(ModelSelect):
     def _knn_query(self, returning=None):
         model, field = self.model, self._knn_field
         plan = FilterPlan(self)
-        k = self.k if self._knn_k_sql is None else self._knn_k_sql
+        k = self.k if self._knn_only_if is None else \
+            Case(None, [(self._knn_only_if, self.k)], 0)
         where = [Expression(field, 'MATCH', self._knn_vector),
                  Expression(model.k, OP.EQ, k)]
         where.extend(plan.native)
@@ -528,14 +546,12 @@ class KNNSelect(ModelSelect):
         # Probed lists give k rows each, unsorted. The keys and distances
         # are ranked first, then the k best rows read: the other columns
         # (vectors especially) are not read for every candidate.
-        model = self.model
         ctes, top = self._ranked_keys(
             self._knn_query(self._key_columns()), self._wanted_rows(),
             self._offset)
         distance = top.c.knn_distance
-        returning = [distance.alias('distance') if node is model.distance
-                     else node for node in self._returning]
-        return self._keyed_query(top, ctes, returning, [], [distance])
+        return self._keyed_query(top, ctes, self._returning_with(distance),
+                                 [], [distance])
 
     def _rescored_query(self):
         # quantize='bit': a Hamming KNN on the binary companion column, with
@@ -553,6 +569,7 @@ class KNNSelect(ModelSelect):
                            sign_bits(residual)[0],
                            min(K_MAX, self.k * field.oversample))
         coarse._from_list = self._from_list
+        coarse._knn_only_if = self._knn_only_if
         coarse._where = reduce(operator.and_, terms) if terms else None
         exact = Function('vec_distance_' + field.metric, [
             field.storage.typed(field), self._knn_vector])
@@ -565,21 +582,20 @@ class KNNSelect(ModelSelect):
             # vectors) of the best only.
             ctes, top = self._ranked_keys(
                 coarse._knn_query(self._key_columns()), coarse.k)
-            returning = [exact.alias('distance') if node is model.distance
-                         else node for node in self._returning]
             where = [replace_node(t, model.distance, exact)
                      for t in distance_terms]
-            return self._keyed_query(top, ctes, returning, where, [exact],
-                                     self.k)
+            return self._keyed_query(top, ctes, self._returning_with(exact),
+                                     where, [exact], self.k)
         nodes = list(self._returning)
         columns = [node.alias('c%d' % i) for i, node in enumerate(nodes)
-                   if node is not model.distance]
+                   if not self._is_distance(node)]
         cte = (coarse
                .select(*(columns + [field.alias('rescore_vector')]))
                .cte('coarse', materialized=True))
         distance = Function('vec_distance_' + field.metric, [
             field.storage.typed(cte.c.rescore_vector), self._knn_vector])
-        out = [distance.alias('distance') if node is model.distance else
+        out = [distance.alias(_column_name(node, i))
+               if self._is_distance(node) else
                getattr(cte.c, 'c%d' % i).alias(_column_name(node, i))
                for i, node in enumerate(nodes)]
         where = [replace_node(t, model.distance, distance)
@@ -595,14 +611,13 @@ class KNNSelect(ModelSelect):
     def _exact_query(self):
         # Above vec0's k limit: an exact scan, where SQLite itself applies
         # every filter, so nothing needs rewriting.
-        model, field = self.model, self._knn_field
+        field = self._knn_field
         distance = Function(
             'vec_distance_' + field.metric,
             [field.storage.typed(field), self._knn_vector])
-        returning = [distance.alias('distance') if node is model.distance
-                     else node for node in self._returning]
         where = FilterPlan(self).exact_filters(distance)
-        return self._base_query(returning, where, [distance], limit=self.k)
+        return self._base_query(self._returning_with(distance), where,
+                                [distance], limit=self.k)
 
     def compiled(self):
         """The plain query this KNN search runs as."""
@@ -625,8 +640,8 @@ class KNNSelect(ModelSelect):
                  .with_cte(*(ctes + [knn]))
                  .limit(self._limit)
                  .offset(self._offset))
-        for position, node in enumerate(inner._returning, 1):
-            if node is model.distance:
+        for position, node in enumerate(self._returning, 1):
+            if self._is_distance(node):
                 outer = outer.order_by(SQL(str(position)))
         return outer
 

@@ -264,3 +264,33 @@ def test_inverted_lists_in_the_vector_leg_lose_no_rows(db):
     both = hybrid_search(NoteVec, NoteFTS, text='note', vector=q, k=10)
     assert len(list(both)) == 10
     assert 'embedding_list" IN' in both.sql()[0]
+
+
+@pytest.mark.parametrize('options', [
+    dict(quantize='bit', oversample=4), dict(quantize='int8'),
+    dict(lists=8, probes=2, quantize='bit', oversample=4)])
+def test_quantized_vector_leg_follows_knn(db, options):
+    # The vector leg is the model's own knn() with k = depth: rescored
+    # bits (exact distances, not Hamming), int8 codes and inverted lists
+    # with their all-lists fallback (no row twice) rank as knn() does.
+    Note, NoteFTS, NoteVec = make(db, dims=16, **options)
+    fill((Note, NoteFTS, NoteVec), np.random.default_rng(4), 300, dims=16)
+    NoteVec.train()
+    q = np.random.default_rng(5).normal(size=16)
+    for group in (None, 2):
+        vector_only = hybrid_search(NoteVec, NoteFTS, vector=q, k=8,
+                                    depth=8)
+        knn = NoteVec.knn(q, k=8)
+        if group is not None:
+            vector_only = vector_only.where(Note.group == group)
+            knn = knn.join(Note, on=(Note.id == NoteVec.rowid)).where(
+                Note.group == group)
+        expected = [(r.rowid, r.distance) for r in knn]
+        rows = list(vector_only)
+        assert [(r.id, r.vec_rank) for r in rows] == \
+            [(i, rank) for rank, (i, _) in enumerate(expected, 1)]
+        np.testing.assert_allclose([r.distance for r in rows],
+                                   [d for _, d in expected], rtol=1e-6)
+        both = list(hybrid_search(NoteVec, NoteFTS, text='docker python',
+                                  vector=q, k=8))
+        assert len(both) == 8

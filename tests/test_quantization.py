@@ -165,6 +165,20 @@ def test_rescored_rows_compose_like_any_knn(db, data):
     one = Doc.knn(q, k=3).select(Doc.course, Doc.distance).dicts().get()
     assert set(one) == {'course', 'distance'}
     assert one['course'] == data[2][full[0][0] - 1]
+    # An aliased distance is the exact one too, and pages keep its order.
+    aliased = Doc.knn(q, k=20).select(Doc.rowid, Doc.distance.alias('d'))
+    assert [(r.rowid, r.d) for r in aliased] == full
+    assert [(r.rowid, r.d) for r in aliased.clone().paginate(3, 5)] == \
+        full[10:15]
+    # Above vec0's k limit (an exact scan) as well.
+    scan = list(Doc.knn(q, k=K_MAX + 1).select(Doc.rowid,
+                                               Doc.distance.alias('d')))
+    vectors = data[0] / np.linalg.norm(data[0], axis=1, keepdims=True)
+    exact = 1 - vectors @ (q / np.linalg.norm(q))
+    assert [r.rowid for r in scan[:10]] == (np.argsort(exact)[:10] + 1
+                                            ).tolist()
+    np.testing.assert_allclose([r.d for r in scan],
+                               exact[[r.rowid - 1 for r in scan]], atol=1e-5)
 
 
 def test_inverted_lists(db, data):
