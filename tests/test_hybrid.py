@@ -97,16 +97,22 @@ def leg_hits(models, text, vector, depth, group):
        weights=st.sampled_from([(1, 1), (1, 2), (0.3, 1.7), (2, 0)]),
        fusion=st.sampled_from(['rrf', 'minmax']),
        legs=st.sampled_from(['both', 'text', 'vector']),
-       group=st.sampled_from([None, 0, 2]))
+       group=st.sampled_from([None, 0, 2]),
+       options=st.sampled_from([{}, dict(quantize='int8'),
+                                dict(quantize='bit', oversample=2),
+                                dict(lists=4, probes=1)]))
 def test_fused_order_equals_python_fusion(seed, n, k, depth, rrf_k, weights,
-                                          fusion, legs, group):
+                                          fusion, legs, group, options):
+    # Quantized and listed vector legs too: the leg is knn(k=depth).
     rng = np.random.default_rng(seed)
     db = new_database()
-    models = make(db)
-    fill(models, rng, n)
+    models = make(db, dims=8, **options)
+    fill(models, rng, n, dims=8)
+    if 'lists' in options and n >= 4 or options.get('quantize') == 'bit':
+        models[2].train()
     Note = models[0]
     text = ' '.join(rng.choice(WORDS, 2)) if legs != 'vector' else None
-    vector = rng.normal(size=4) if legs != 'text' else None
+    vector = rng.normal(size=8) if legs != 'text' else None
     weight_map = {'vec': weights[0], 'fts': weights[1]}
     query = hybrid_search(models[2], models[1], text=text, vector=vector,
                           k=k, depth=depth, rrf_k=rrf_k, weights=weight_map,
