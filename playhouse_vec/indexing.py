@@ -91,7 +91,8 @@ class Indexer(object):
                                  self.embedder.dimensions))
         self.copied = []  # (vec field, content field) pairs.
         for field, column in model._vec.columns.items():
-            if column.role in ('vector', 'rowid', 'primary key'):
+            if column.role in ('vector', 'rowid', 'primary key') or \
+                    field in model._vec.hidden:    # Derived on write.
                 continue
             source = self.content._meta.fields.get(field.name)
             if source is None and field.default is None and \

@@ -26,7 +26,7 @@ def fake():
     server.close()
 
 
-def declare(db, embedder, dims=768, **meta):
+def declare(db, embedder, dims=768, field=None, **meta):
     class Note(Model):
         title = TextField()
         body = TextField(null=True)
@@ -40,7 +40,7 @@ def declare(db, embedder, dims=768, **meta):
                    embed=lambda note: note.title + '\n' + (note.body or ''))
     options.update(meta)
     NoteVec = type('NoteVec', (VecModel,), {
-        'embedding': VectorField(dims, metric='cosine'),
+        'embedding': VectorField(dims, metric='cosine', **(field or {})),
         'course': TextField(),
         'Meta': type('Meta', (), options)})
     db.create_tables([Note, NoteVec])
@@ -153,6 +153,31 @@ def test_deleted_and_emptied_rows_lose_their_vectors(db):
     assert stats.removed == 2 and stats.skipped == 1
     assert sorted(k for (k,) in NoteVec.select(NoteVec.rowid).tuples()) == \
         [3, 4, 5]
+
+
+@pytest.mark.parametrize('field', [
+    dict(lists=4, probes=4), dict(quantize='bit', oversample=64),
+    dict(lists=4, probes=4, quantize='bit', oversample=64)])
+def test_index_fills_derived_columns(db, field):
+    # Inverted lists and bits are derived from the vector on write, not
+    # copied from the content model; index() trains after the first load.
+    def embed(texts):
+        return [np.random.default_rng(len(t) * 7 + t.count('a')).normal(
+            size=16) for t in texts]
+    Note, NoteVec = declare(db, FunctionEmbedder(embed, dimensions=16),
+                            dims=16, field=field)
+    Note.insert_many([{'title': 'note %d' % i, 'body': 'a' * (i % 40)}
+                      for i in range(300)]).execute()
+    assert NoteVec.index().embedded > 0
+    assert NoteVec.center(NoteVec.embedding) is not None
+    assert NoteVec.check_index().ok
+    q = embed(['note 7'])[0]
+    vectors = np.stack([v for v, in NoteVec.select(NoteVec.embedding)
+                        .order_by(NoteVec.rowid).tuples()])
+    exact = 1 - vectors @ q / np.linalg.norm(vectors, axis=1) / \
+        np.linalg.norm(q)
+    found = [r.distance for r in NoteVec.knn(q, k=5)]
+    np.testing.assert_allclose(found, np.sort(exact)[:5], atol=1e-5)
 
 
 def test_single_saves_stay_in_sync(db, fake):
