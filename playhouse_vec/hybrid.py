@@ -75,25 +75,7 @@ class HybridSelect(ModelSelect):
                            vec.distance.alias('distance'))
 
     def _vec_leg(self, filters):
-        """(CTEs the leg reads, the leg)."""
-        hits = self._vec_hits(filters)
-        if hits._probe() is None:
-            return [], self._ranked('vec_leg', hits, 'distance')
-        # The probed inverted lists may hold fewer candidates than the
-        # depth that pass the filters; then every list is read instead,
-        # decided inside the statement: the search of every list asks vec0
-        # for k = 0 rows (no work) when the probed lists were enough.
-        depth = self._hybrid['depth']
-        probed = hits.cte('vec_probed', materialized=True)
-        found = Select([probed], [fn.COUNT(SQL('*'))])
-        every = self._vec_hits(filters)
-        every._knn_all_lists = True
-        every._knn_only_if = found < depth
-        either = (Select([probed], [probed.c.doc_id, probed.c.distance])
-                  .where(found >= depth)
-                  .union_all(Select([every.alias('every')],
-                                    [SQL('doc_id'), SQL('distance')])))
-        return [probed], self._ranked('vec_leg', either, 'distance')
+        return self._ranked('vec_leg', self._vec_hits(filters), 'distance')
 
     def _fts_leg(self, filters):
         h = self._hybrid
@@ -103,7 +85,7 @@ class HybridSelect(ModelSelect):
             hits = hits.where(term)
         hits = hits.select(fts.rowid.alias('doc_id'),
                            fts.bm25(*fts.weight_list()).alias('bm25'))
-        return [], self._ranked('fts_leg', hits, 'bm25')
+        return self._ranked('fts_leg', hits, 'bm25')
 
     def _ranked(self, name, hits, score):
         """A leg's hits (lower ``score`` is better) with their rank and,
@@ -134,8 +116,8 @@ class HybridSelect(ModelSelect):
             if not present:
                 legs.append(None)
                 continue
-            read, leg = build(filters)
-            ctes.extend(read + [leg])
+            leg = build(filters)
+            ctes.append(leg)
             weight = Value(float(h['weights'][name]))
             if h['fusion'] == 'rrf':
                 part = weight / (Value(h['rrf_k']) + leg.c.rnk)

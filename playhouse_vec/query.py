@@ -338,7 +338,6 @@ class KNNSelect(ModelSelect):
         self._knn_list_field = model._vec.lists.get(field)
         self._knn_lists = _UNSET     # The inverted lists the search reads.
         self._knn_all_lists = False
-        self._knn_ranked_outside = False
         # An SQL condition: when set, vec0 is asked for k rows where it
         # holds and for none otherwise (statements that decide as they run).
         self._knn_only_if = None
@@ -424,14 +423,6 @@ class KNNSelect(ModelSelect):
             wrapper = self._execute_plain(database)
             if wrapper is not None:
                 return wrapper
-        # The probed lists may hold fewer than k rows that pass the filters
-        # (a rare value, a small list): then every list is searched.
-        if self._cursor_wrapper is None and self._probe() is not None:
-            wrapper = super(KNNSelect, self)._execute(database)
-            if len(wrapper) >= self._wanted_rows():
-                return wrapper
-            self._cursor_wrapper = None
-            self._knn_all_lists = True
         return super(KNNSelect, self)._execute(database)
 
     def joined_models(self):
@@ -502,17 +493,40 @@ class KNNSelect(ModelSelect):
         return self._base_query(returning or self._returning, where,
                                 [model.distance])
 
-    def _ranked_keys(self, inner, count, offset=None):
+    def _ranked_keys(self, count, offset=None, needed=None):
         """(CTEs, top): the ``count`` nearest (knn_key, knn_distance) rows
-        of a KNN ``inner`` query that returns them unsorted."""
+        of this search over its probed lists, ranked.
+
+        The probed lists may hold fewer than ``needed`` (default k) rows
+        that pass the filters (a rare value, a small list); then every list
+        is searched instead, decided inside the statement: the search of
+        every list asks vec0 for k = 0 rows (no work) when the probed lists
+        were enough.
+        """
+        inner = self._knn_query(self._key_columns())
         ctes, inner._cte_list = list(inner._cte_list or ()), None
         probed = inner.cte('knn_probed', materialized=True)
-        top = (Select([probed], [probed.c.knn_key, probed.c.knn_distance])
-               .order_by(probed.c.knn_distance)
+        found = Select([probed], [fn.COUNT(SQL('*'))])
+        enough = found >= (self.k if needed is None else needed)
+        every = self.clone()
+        every._knn_all_lists = True
+        every._knn_only_if = ~enough
+        every = every._knn_query(self._key_columns())
+        every._cte_list = None
+        every = every.alias('knn_every')
+        candidates = (
+            Select([probed], [probed.c.knn_key, probed.c.knn_distance])
+            .where(enough)
+            .union_all(Select([every], [every.c.knn_key,
+                                        every.c.knn_distance])))
+        candidates = candidates.cte('knn_candidates')
+        top = (Select([candidates], [candidates.c.knn_key,
+                                     candidates.c.knn_distance])
+               .order_by(candidates.c.knn_distance)
                .limit(count)
                .offset(offset)
                .cte('knn_top'))
-        return ctes + [probed, top], top
+        return ctes + [probed, candidates, top], top
 
     def _key_columns(self):
         model = self.model
@@ -546,9 +560,7 @@ class KNNSelect(ModelSelect):
         # Probed lists give k rows each, unsorted. The keys and distances
         # are ranked first, then the k best rows read: the other columns
         # (vectors especially) are not read for every candidate.
-        ctes, top = self._ranked_keys(
-            self._knn_query(self._key_columns()), self._wanted_rows(),
-            self._offset)
+        ctes, top = self._ranked_keys(self._wanted_rows(), self._offset)
         distance = top.c.knn_distance
         return self._keyed_query(top, ctes, self._returning_with(distance),
                                  [], [distance])
@@ -569,7 +581,6 @@ class KNNSelect(ModelSelect):
                            sign_bits(residual)[0],
                            min(K_MAX, self.k * field.oversample))
         coarse._from_list = self._from_list
-        coarse._knn_only_if = self._knn_only_if
         coarse._where = reduce(operator.and_, terms) if terms else None
         exact = Function('vec_distance_' + field.metric, [
             field.storage.typed(field), self._knn_vector])
@@ -577,11 +588,9 @@ class KNNSelect(ModelSelect):
             # Oversampled candidates from each probed list.
             coarse._knn_list_field = self._knn_list_field
             coarse._knn_lists = self._knn_lists
-            coarse._knn_ranked_outside = True
             # Rank them by Hamming distance, then read the rows (and float
             # vectors) of the best only.
-            ctes, top = self._ranked_keys(
-                coarse._knn_query(self._key_columns()), coarse.k)
+            ctes, top = coarse._ranked_keys(coarse.k, needed=self.k)
             where = [replace_node(t, model.distance, exact)
                      for t in distance_terms]
             return self._keyed_query(top, ctes, self._returning_with(exact),
@@ -627,7 +636,7 @@ class KNNSelect(ModelSelect):
             inner = self._exact_query()
         elif self._knn_field in model._vec.companions:
             inner = self._rescored_query()
-        elif self._probe() is not None and not self._knn_ranked_outside:
+        elif self._probe() is not None:
             return self._probed_query()     # Paged inside.
         else:
             inner = self._knn_query()
