@@ -347,6 +347,11 @@ class VectorField(Field):
                                  metric, self.element_type.name,
                                  self.model.__name__, self.name,
                                  ' or '.join(self.element_type.metrics)))
+        if self.quantize == 'int8' and metric != 'cosine':
+            raise ValueError('%s.%s stores int8 codes, each vector scaled on '
+                             'its own, which keeps cosine distances only; '
+                             'use cosine_distance().' % (
+                                 self.model.__name__, self.name))
         register_database(self.model._meta.database)
         return METRICS[metric](self.storage.typed(self),
                                self.sql_value(value))

@@ -119,6 +119,14 @@ def test_int8_quantization(db, data):
     assert recall(Doc, data, mask=data[2] == 'rare') >= 0.95
     with pytest.raises(ValueError, match='cosine'):
         VectorField(8, metric='l2', quantize='int8')
+    # Distances on the codes: cosine only, the one they keep.
+    q = data[1][0]
+    near = [r.rowid for r in Doc.select(Doc.rowid)
+            .order_by(Doc.embedding.cosine_distance(q)).limit(10)]
+    assert near == [r.rowid for r in Doc.knn(q, k=10)]
+    for distance in (Doc.embedding.l2_distance, Doc.embedding.l1_distance):
+        with pytest.raises(ValueError, match='cosine distances only'):
+            distance(q)
 
 
 def test_matryoshka_truncation(db):
