@@ -349,11 +349,15 @@ class KNNSelect(ModelSelect):
         if self._knn_lists is _UNSET:
             self._knn_lists = None
             if self._knn_list_field is not None and self.k <= K_MAX:
-                self._knn_lists = self.model.probed_lists(
-                    self._knn_field, self._knn_raw, self._knn_probes)
+                # One parameter, a JSON array, whatever the number of
+                # probes: the statement's text stays the same.
+                self._knn_lists = json.dumps(self.model.probed_lists(
+                    self._knn_field, self._knn_raw, self._knn_probes))
         if self._knn_lists is None or self._knn_all_lists:
             return None
-        return self._knn_list_field.in_(self._knn_lists)
+        lists = Value(self._knn_lists, converter=False, unpack=False)
+        return self._knn_list_field.in_(
+            Select([fn.json_each(lists)], [SQL('value')]))
 
     def _wanted_rows(self):
         """How many rows the query returns when k rows match."""
@@ -368,11 +372,10 @@ class KNNSelect(ModelSelect):
 
     def _plain_key(self, database):
         """A cache key when this is a plain search (columns of the model, no
-        filter, join, paging or quantized/probed column), whose SQL is the
+        filter, join, paging or bit-quantized column), whose SQL is the
         same for every query vector; else None."""
         model, field = self.model, self._knn_field
         if self._from_list != [model] or self.k > K_MAX or \
-                self._knn_list_field is not None or \
                 field.quantize == 'bit' or \
                 any(map(self.__dict__.get, self._PLAIN_EMPTY)):
             return None
@@ -384,31 +387,41 @@ class KNNSelect(ModelSelect):
                 return None
             ids.append(id(node))
         return (database, model._meta.schema, model._meta.table_name,
-                field.name, self._row_type, tuple(ids))
+                field.name, self._row_type, tuple(ids), self.k,
+                self._probe() is not None)
 
-    def _execute_plain(self, database):
-        """Run a plain search from SQL compiled once per column list: the
-        statement has exactly two parameters, the vector and k."""
-        key = self._plain_key(database)
-        if key is None:
-            return None
+    def _slots(self):
+        """The parameters that change from one plain search to the next:
+        the vector and, with inverted lists, the probed lists (None when
+        the vector is an SQL expression)."""
         vector = self._knn_vector
         if isinstance(vector, Function) and len(vector.arguments) == 1:
             vector = vector.arguments[0]     # vec_int8(?), vec_bit(?)
         if not (isinstance(vector, Value) and
                 isinstance(vector.value, bytes)):
             return None
+        if self._probe() is None:
+            return [vector.value]
+        return [vector.value, self._knn_lists]
+
+    def _execute_plain(self, database):
+        """Run a plain search from SQL compiled once per column list and k;
+        only the slots' parameters change."""
+        key = self._plain_key(database)
+        slots = None if key is None else self._slots()
+        if slots is None:
+            return None
         cache = self.model._vec.plain_sql
-        params = (vector.value, self.k)
         plain = cache.get(key)
         if plain is None:
-            sql, compiled = database.get_sql_context().sql(self).query()
-            if len(compiled) != 2 or compiled[0] is not params[0] or \
-                    compiled[1] != params[1]:
+            sql, params = database.get_sql_context().sql(self).query()
+            plain = PlainSearch.compiled(sql, params, slots)
+            if plain is None:
                 return None
             if len(cache) >= 64:   # Bounded: databases come and go.
                 cache.clear()
-            plain = cache[key] = PlainSearch(sql)
+            cache[key] = plain
+        params = plain.bind(slots)
         cursor = database.execute_sql(plain.sql, params)
         if self._row_type is None:
             self._cursor_wrapper = KNNRowWrapper(cursor, self.model,
@@ -659,13 +672,33 @@ class KNNSelect(ModelSelect):
 
 
 class PlainSearch(object):
-    """The SQL of a plain search, and how its result columns map to the
-    model (resolved by the first search that returns rows)."""
-    __slots__ = ('sql', 'columns')
+    """The SQL of a plain search, its parameters, and how its result
+    columns map to the model (resolved by the first search that returns
+    rows). Every parameter but the slots is the same for each search with
+    the same cache key."""
+    __slots__ = ('sql', 'params', 'positions', 'columns')
 
-    def __init__(self, sql):
+    def __init__(self, sql, params, positions):
         self.sql = sql
+        self.params = params
+        self.positions = positions     # (parameter index, slot index)
         self.columns = None
+
+    @classmethod
+    def compiled(cls, sql, params, slots):
+        """Find the slots among the compiled parameters (by identity: each
+        is a fresh object); None if one is missing."""
+        positions = [(i, j) for i, param in enumerate(params)
+                     for j, slot in enumerate(slots) if param is slot]
+        if set(j for _, j in positions) != set(range(len(slots))):
+            return None
+        return cls(sql, list(params), positions)
+
+    def bind(self, slots):
+        params = list(self.params)
+        for i, j in self.positions:
+            params[i] = slots[j]
+        return params
 
 
 class KNNRowWrapper(ModelObjectCursorWrapper):

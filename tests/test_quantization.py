@@ -256,6 +256,22 @@ def test_inverted_lists_compose_like_any_knn(db, data):
     assert 'embedding_list' not in Doc.knn(q, k=1).dicts().get()
 
 
+def test_probed_search_compiles_once(db, data):
+    Doc = declare(db, lists=16, probes=4)
+    load(Doc, data)
+    Doc.train()
+    Doc._vec.plain_sql.clear()
+    for q, probes in zip(data[1][:4], (None, 4, 9, 16)):
+        plain = [(r.rowid, r.distance) for r in Doc.knn(q, probes=probes)]
+        # A filter that keeps every row takes the general path.
+        general = Doc.knn(q, probes=probes).where(Doc.course != 'none')
+        assert plain == [(r.rowid, r.distance) for r in general]
+    # The probed lists are one parameter: one statement for any probes.
+    assert len(Doc._vec.plain_sql) == 1
+    truth = np.argsort(1 - data[0] @ q)[:10] + 1
+    assert [i for i, _ in plain] == truth.tolist()     # 16 of 16: exact.
+
+
 def test_inverted_lists_follow_writes(db, data):
     Doc = declare(db, lists=16, probes=1)
     load(Doc, data)
