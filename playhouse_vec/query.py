@@ -336,7 +336,7 @@ class KNNSelect(ModelSelect):
             probes = field._check_probes(probes)
         self._knn_probes = probes
         self._knn_list_field = model._vec.lists.get(field)
-        self._knn_lists = _UNSET     # The inverted lists the search reads.
+        self._knn_lists = _UNSET     # The lists the search reads (JSON).
         self._knn_all_lists = False
         # An SQL condition: when set, vec0 is asked for k rows where it
         # holds and for none otherwise (statements that decide as they run).
