@@ -1,10 +1,10 @@
 """
 Inverted lists for ``VectorField(lists=N)``: k-means centroids, and which
-list a vector belongs to.
+list a vector belongs to; and the bit codes of ``quantize='bit'``.
 
 Vectors are clustered around their mean: embeddings share a large common
 component, and clusters of the raw vectors would mostly differ in it (the
-sign bits of ``quantize='bit'`` are taken around the same mean). For the
+bits of ``quantize='bit'`` are taken from the same residuals). For the
 cosine metric vectors are unit-normalised first and the clustering is
 spherical (unit centroids, nearest by dot product); for l2 and l1 it is
 Lloyd's k-means, nearest by Euclidean distance::
@@ -14,6 +14,7 @@ Lloyd's k-means, nearest by Euclidean distance::
     lists = assign(x, centroids, 'cosine')                  # int array
     probe = nearest_lists(residuals(q, None, 'cosine')[0], centroids,
                           'cosine', 32)
+    codes = bit_codes(x, level_thresholds(x[::10], 3))    # bytes per row
 
 For cosine, a query is compared with the centroids as it is, not as a
 residual (see ``VecModel.probed_lists``).
@@ -39,11 +40,22 @@ def residuals(vectors, center, metric):
     return x if center is None else x - center
 
 
-def sign_bits(residuals):
+def level_thresholds(residuals, bits):
+    """``bits`` thresholds per element (a (bits, dims) float32 array): the
+    quantiles that split a sample of residuals into ``bits + 1`` equally
+    frequent levels (``bits=1``: the median)."""
+    fractions = np.arange(1, bits + 1) / float(bits + 1)
+    return np.quantile(residuals, fractions, axis=0).astype(np.float32)
+
+
+def bit_codes(residuals, thresholds):
     """The bit vectors (packed LSB-first, as sqlite-vec reads them) of the
-    rows of a residual matrix: 1 where an element is above the center."""
-    return [row.tobytes() for row in
-            np.packbits(residuals > 0, axis=1, bitorder='little')]
+    rows of a residual matrix: for each threshold row, 1 where an element
+    is above it. The Hamming distance between two codes sums how many
+    levels apart their elements are (a thermometer code)."""
+    above = np.concatenate([residuals > t for t in thresholds], axis=1)
+    return [row.tobytes()
+            for row in np.packbits(above, axis=1, bitorder='little')]
 
 
 def _scores(residuals, centroids, metric):

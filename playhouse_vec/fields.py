@@ -133,6 +133,7 @@ ELEMENT_TYPES = {
 
 
 QUANTIZE = ('bit', 'int8')
+BITS = 1            # Per element, for quantize='bit'.
 
 
 def quantize_int8(array):
@@ -158,6 +159,11 @@ class VectorField(Field):
         vectors; ``'int8'`` stores int8 codes (scaled per vector, 4x
         smaller; cosine only) instead of floats.
     :param oversample: candidates per result for ``quantize='bit'``.
+    :param bits: bits per element for ``quantize='bit'`` (1 to 8): each
+        element is compared with ``bits`` thresholds (quantiles of its
+        values, fitted by ``train()``), so the Hamming distance counts
+        how many levels apart two elements are, not only whether their
+        signs differ. More bits cost little search time and raise recall.
     :param matryoshka: accept longer vectors and keep their first
         ``dimensions`` elements, L2-normalised again (for embeddings
         trained for truncation).
@@ -181,7 +187,7 @@ class VectorField(Field):
     field_type = 'BLOB'
 
     def __init__(self, dimensions, metric=None, element_type='float32',
-                 quantize=None, oversample=8, matryoshka=False,
+                 quantize=None, oversample=8, bits=None, matryoshka=False,
                  lists=None, probes=None, *args, **kwargs):
         if element_type not in ELEMENT_TYPES:
             raise ValueError('element_type must be one of %s, got %r.' % (
@@ -202,6 +208,11 @@ class VectorField(Field):
         if not isinstance(oversample, numbers.Integral) or oversample < 1:
             raise ValueError('oversample must be a positive integer, got %r.'
                              % (oversample,))
+        if bits is not None and (
+                quantize != 'bit' or not isinstance(bits, numbers.Integral)
+                or isinstance(bits, bool) or not 1 <= bits <= 8):
+            raise ValueError('bits must be an integer from 1 to 8, with '
+                             'quantize="bit"; got %r.' % (bits,))
         if lists is not None and (
                 not isinstance(lists, numbers.Integral) or
                 not 2 <= lists <= 65536 or element_type != 'float32'):
@@ -215,6 +226,8 @@ class VectorField(Field):
         self.probes = self._check_probes(probes) if lists else None
         self.quantize = quantize
         self.oversample = int(oversample)
+        self.bits = (BITS if bits is None else int(bits)) \
+            if quantize == 'bit' else None
         self.matryoshka = bool(matryoshka)
         # What the column holds: int8 codes for quantize='int8'.
         self.storage = ELEMENT_TYPES['int8'] if quantize == 'int8' else \

@@ -44,10 +44,11 @@ from playhouse.sqlite_ext import RowIDField
 from playhouse.sqlite_ext import VirtualModel
 
 from playhouse_vec.clustering import assign
+from playhouse_vec.clustering import bit_codes
 from playhouse_vec.clustering import kmeans
+from playhouse_vec.clustering import level_thresholds
 from playhouse_vec.clustering import nearest_lists
 from playhouse_vec.clustering import residuals
-from playhouse_vec.clustering import sign_bits
 from playhouse_vec.database import atomic
 from playhouse_vec.database import register_database
 from playhouse_vec.fields import PackedVector
@@ -80,6 +81,9 @@ ALLOWED_TYPES = {
     'auxiliary': ('integer', 'float', 'text', 'blob'),
 }
 LIMITS = {'vector': 16, 'metadata': 16, 'auxiliary': 16, 'partition key': 4}
+# What train() fits, and its key in playhouse_vec_centers after the field's.
+TRAINED_SUFFIX = {'center': '', 'centroids': ':lists', 'thresholds': ':bits'}
+THRESHOLD_SAMPLE = 1 << 14      # Vectors the bit thresholds are fitted on.
 
 
 class VecColumn(object):
@@ -466,7 +470,8 @@ class VecModel(VirtualModel):
             name = field.name + '_bits'
             if getattr(field, 'quantize', None) == 'bit' and \
                     name not in cls._meta.fields:
-                companion = VectorField(field.dimensions, element_type='bit')
+                companion = VectorField(field.dimensions * field.bits,
+                                        element_type='bit')
                 cls._meta.add_field(name, companion)
             name = field.name + '_list'
             if getattr(field, 'lists', None) and name not in cls._meta.fields:
@@ -488,8 +493,8 @@ class VecModel(VirtualModel):
             'vectors': dict((f.name, {
                 'dimensions': f.dimensions, 'metric': f.metric,
                 'element_type': f.element_type.name,
-                'quantize': f.quantize, 'matryoshka': f.matryoshka,
-                'lists': f.lists})
+                'quantize': f.quantize, 'bits': f.bits,
+                'matryoshka': f.matryoshka, 'lists': f.lists})
                 for f in cls._vec.vectors),
             'embedder': embedder.fingerprint if embedder else None}
 
@@ -614,8 +619,9 @@ class VecModel(VirtualModel):
     @classmethod
     def _trained(cls, field, part):
         """A stored float32 array for ``field``: its ``'center'`` (the mean
-        vector, unit-normalised first for cosine) or its ``'centroids'``
-        (``lists=N``); None before :meth:`train`."""
+        vector, unit-normalised first for cosine), its ``'centroids'``
+        (``lists=N``) or its ``'thresholds'`` (``quantize='bit'``); None
+        before :meth:`train`."""
         cache = cls.__dict__.get('_centers')
         if cache is None:
             cache = cls._centers = {}
@@ -627,17 +633,26 @@ class VecModel(VirtualModel):
                 (Centers.field == key))
             array = None if row is None else \
                 np.frombuffer(row.vector, '<f4').copy()
-            if array is not None and part == 'centroids':
+            if array is not None and part != 'center':
                 array = array.reshape(-1, field.dimensions)
             cache[key] = array
         return cache[key]
 
     @classmethod
     def center(cls, field):
-        """The mean vector the sign bits (``quantize='bit'``) and lists
+        """The mean vector the bits (``quantize='bit'``) and lists
         (``lists=N``) of ``field`` are taken around, or None before
         :meth:`train`."""
         return cls._trained(field, 'center')
+
+    @classmethod
+    def _bit_codes(cls, field, residuals):
+        """The packed codes of ``quantize='bit'`` for rows of residuals;
+        before :meth:`train`, every level's threshold is the center."""
+        thresholds = cls._trained(field, 'thresholds')
+        if thresholds is None:
+            thresholds = np.zeros((field.bits, field.dimensions), np.float32)
+        return bit_codes(residuals, thresholds)
 
     @classmethod
     def _store_trained(cls, field, part, array):
@@ -666,7 +681,7 @@ class VecModel(VirtualModel):
                 values = [0] * len(x) if centroids is None else \
                     assign(x, centroids, field.metric).tolist()
             else:
-                values = [PackedVector(b) for b in sign_bits(x)]
+                values = [PackedVector(b) for b in cls._bit_codes(field, x)]
             derived.append((hidden, values))
         return derived
 
@@ -711,6 +726,8 @@ class VecModel(VirtualModel):
           zero lose most of their information. On the course FAQ data,
           centring raised recall@10 of ``quantize='bit'`` at 8x
           oversampling from 0.63 to 0.86.
+        * for ``quantize='bit'``: each element's ``bits`` thresholds,
+          quantiles of its values around the center.
         * for ``lists=N``: N k-means centroids (fitted on ``sample``
           vectors, default ``256 * N`` up to 131,072: smaller samples gave
           uneven lists and lower recall); each row goes to its nearest
@@ -729,7 +746,9 @@ class VecModel(VirtualModel):
         pk = cls._meta.primary_key
         with atomic(database):
             for field in fields:
-                want = sample or min(256 * (field.lists or 0), 1 << 17)
+                want = sample or max(
+                    min(256 * (field.lists or 0), 1 << 17),
+                    THRESHOLD_SAMPLE if field.quantize == 'bit' else 0)
                 step = max(1, total // want) if want else total + 1
                 mean, kept = np.zeros(field.dimensions), []
                 for keys, matrix in cls._stored_batches(pk, field):
@@ -739,8 +758,11 @@ class VecModel(VirtualModel):
                         kept.append(x[::step])
                 center = (mean / total).astype(np.float32)
                 cls._store_trained(field, 'center', center)
+                x = np.concatenate(kept) - center if want else None
+                if field.quantize == 'bit':
+                    cls._store_trained(field, 'thresholds', level_thresholds(
+                        x, field.bits))
                 if field.lists:
-                    x = np.concatenate(kept) - center
                     cls._store_trained(field, 'centroids', kmeans(
                         x, min(field.lists, len(x)), field.metric))
             cls._rewrite_table(cls._rederive(pk, fields))
@@ -913,8 +935,8 @@ class VecModel(VirtualModel):
 
 
 def _trained_key(field, part):
-    """The playhouse_vec_centers key of a field's center or centroids."""
-    return field.name if part == 'center' else field.name + ':lists'
+    """The playhouse_vec_centers key of a field's trained ``part``."""
+    return field.name + TRAINED_SUFFIX[part]
 
 
 def _lookup(subquery, field):

@@ -54,7 +54,6 @@ from peewee import Value
 from peewee import WrappedNode
 from peewee import fn
 
-from playhouse_vec.clustering import sign_bits
 
 
 K_MAX = 4096  # SQLITE_VEC_VEC0_K_MAX in sqlite-vec 0.1.9.
@@ -591,7 +590,7 @@ class KNNSelect(ModelSelect):
         residual = model._residuals(field, field.stored_matrix(
             [field.pack(self._knn_raw)]))
         coarse = KNNSelect(model, model._vec.companions[field],
-                           sign_bits(residual)[0],
+                           model._bit_codes(field, residual)[0],
                            min(K_MAX, self.k * field.oversample))
         coarse._from_list = self._from_list
         coarse._where = reduce(operator.and_, terms) if terms else None

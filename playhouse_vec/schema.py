@@ -22,8 +22,8 @@ and never uses ``ALTER TABLE ... RENAME`` (it corrupts vec0 tables).
     for each derived index, its fingerprint (JSON) and whether it is
     ``ready`` or still ``building``.
 ``playhouse_vec_centers``
-    for binary-quantized vector columns, the mean vector the sign bits are
-    taken around.
+    what ``VecModel.train()`` fitted to each vector column: its mean, the
+    bit thresholds of ``quantize='bit'``, the centroids of ``lists=N``.
 
 Each database gets its own bound copies of these models
 (:func:`library_models`); the tables are created on first use.
@@ -75,8 +75,8 @@ class IndexSchema(Model):
 class VectorCenter(Model):
     index = TextField()
     field = TextField()
-    vector = BlobField()       # float32: the mean the sign bits are taken
-                               # around (quantize='bit').
+    vector = BlobField()       # float32: a mean, thresholds or centroids
+                               # (VecModel.train).
 
     class Meta:
         table_name = 'playhouse_vec_centers'

@@ -76,7 +76,8 @@ def test_fingerprints_are_stored_as_json(app):
     assert status == 'ready' and fingerprint['kind'] == 'vec0'
     assert fingerprint['vectors'] == {'embedding': {
         'dimensions': 8, 'metric': 'cosine', 'element_type': 'float32',
-        'quantize': None, 'matryoshka': False, 'lists': None}}
+        'quantize': None, 'bits': None, 'matryoshka': False,
+        'lists': None}}
     assert fingerprint['embedder']['model'] == 'hash-v1'
     assert fingerprint['ddl'].startswith('CREATE VIRTUAL TABLE "notevec"')
     fts, _ = stored(db, 'notefts')
@@ -93,6 +94,9 @@ def test_fingerprints_are_stored_as_json(app):
     (dict(tokenize='unicode61'), 'tokenize: porter unicode61 '
                                  'remove_diacritics 2 -> unicode61'),
     (dict(extra={'course': TextField()}), 'ddl: CREATE VIRTUAL TABLE'),
+    (dict(extra={'embedding': VectorField(8, metric='cosine', quantize='bit',
+                                          bits=2)}),
+     'vectors.embedding.bits: None -> 2'),
 ])
 def test_a_changed_setup_is_detected_at_start_up(app, change, message):
     db, _ = app
