@@ -2,7 +2,7 @@
 Quantized vector search at scale: latency, recall and memory.
 
     python benchmarks/quantization.py [--n 100000] [--dims 768]
-                                      [--configs float,bit8,ivf,...]
+                                      [--configs float,bit4x8,ivf,...]
                                       [--pragmas tuned|cache|default]
                                       [--data synthetic|faq]
 
@@ -42,15 +42,21 @@ from knn import embedding_like  # noqa: E402
 
 CONFIGS = {
     'float': dict(),
-    'bit8': dict(quantize='bit', oversample=8),
-    'bit16': dict(quantize='bit', oversample=16),
-    'bit32': dict(quantize='bit', oversample=32),
+    # bitBxO: B bits per element, O candidates per result.
+    'bit1x8': dict(quantize='bit', bits=1, oversample=8),
+    'bit1x32': dict(quantize='bit', bits=1, oversample=32),
+    'bit2x8': dict(quantize='bit', bits=2, oversample=8),
+    'bit4x8': dict(quantize='bit', bits=4, oversample=8),
+    'bit4x16': dict(quantize='bit', bits=4, oversample=16),
+    'bit8x8': dict(quantize='bit', bits=8, oversample=8),
     'int8': dict(quantize='int8'),
     # Inverted lists: sqrt(n) lists, rounded up to a power of two; the
     # search is measured at several probes (fractions of the lists).
     'ivf': dict(lists='sqrt', probes=[1 / 16., 3 / 32., 7 / 64., 1 / 8.]),
-    'ivf-bit': dict(lists='sqrt', probes=[1 / 8.], quantize='bit',
-                    oversample=8),
+    'ivf-bit4': dict(lists='sqrt', probes=[1 / 16., 3 / 32., 1 / 8.],
+                     quantize='bit', bits=4, oversample=16),
+    'ivf-bit8': dict(lists='sqrt', probes=[1 / 16., 3 / 32., 1 / 8.],
+                     quantize='bit', bits=8, oversample=8),
     # Matryoshka: keep the first dims // 2 or dims // 3 elements.
     'trunc2': dict(matryoshka=2),
     'trunc3': dict(matryoshka=3),
@@ -218,7 +224,8 @@ def main():
     parser.add_argument('--dims', type=int, default=768)
     parser.add_argument('--queries', type=int, default=200)
     parser.add_argument('--configs',
-                        default='float,bit8,bit16,bit32,int8,ivf,ivf-bit')
+                        default='float,bit1x8,bit4x8,bit4x16,bit8x8,int8,'
+                                'ivf,ivf-bit4')
     parser.add_argument('--pragmas', default='tuned', choices=PRAGMAS)
     parser.add_argument('--data', default='synthetic',
                         choices=('synthetic', 'faq'))

@@ -133,7 +133,7 @@ ELEMENT_TYPES = {
 
 
 QUANTIZE = ('bit', 'int8')
-BITS = 1            # Per element, for quantize='bit'.
+BITS = 4            # Per element, for quantize='bit'.
 
 
 def quantize_int8(array):
@@ -154,16 +154,17 @@ class VectorField(Field):
         and int8; bit vectors always use ``'hamming'``.
     :param element_type: ``'float32'`` (default), ``'int8'`` or ``'bit'``.
     :param quantize: for float vectors in a VecModel: ``'bit'`` adds a
-        binary companion column searched first, then the ``oversample``
-        times k best candidates are rescored exactly with the float
-        vectors; ``'int8'`` stores int8 codes (scaled per vector, 4x
-        smaller; cosine only) instead of floats.
+        bit companion column searched first (Hamming distance), then the
+        ``oversample`` times k best candidates are rescored exactly with
+        the float vectors; ``'int8'`` stores int8 codes (scaled per
+        vector, 4x smaller; cosine only) instead of floats.
     :param oversample: candidates per result for ``quantize='bit'``.
-    :param bits: bits per element for ``quantize='bit'`` (1 to 8): each
-        element is compared with ``bits`` thresholds (quantiles of its
-        values, fitted by ``train()``), so the Hamming distance counts
-        how many levels apart two elements are, not only whether their
-        signs differ. More bits cost little search time and raise recall.
+    :param bits: bits per element for ``quantize='bit'``, 1 to 8 (default
+        4): each element is compared with ``bits`` thresholds (quantiles
+        of its values, fitted by ``train()``), so the Hamming distance
+        counts how many levels apart two elements are, not only whether
+        their signs differ (``bits=1``: classic binary quantization).
+        More bits cost little search time and raise recall.
     :param matryoshka: accept longer vectors and keep their first
         ``dimensions`` elements, L2-normalised again (for embeddings
         trained for truncation).
