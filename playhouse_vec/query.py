@@ -336,6 +336,7 @@ class KNNSelect(ModelSelect):
         self._knn_probes = probes
         self._knn_list_field = model._vec.lists.get(field)
         self._knn_lists = _UNSET     # The lists the search reads (JSON).
+        self._knn_codes = None       # quantize='bit': the query's bits.
         self._knn_all_lists = False
         # An SQL condition: when set, vec0 is asked for k rows where it
         # holds and for none otherwise (statements that decide as they run).
@@ -350,8 +351,10 @@ class KNNSelect(ModelSelect):
             if self._knn_list_field is not None and self.k <= K_MAX:
                 # One parameter, a JSON array, whatever the number of
                 # probes: the statement's text stays the same.
-                self._knn_lists = json.dumps(self.model.probed_lists(
-                    self._knn_field, self._knn_raw, self._knn_probes))
+                lists = self.model.probed_lists(
+                    self._knn_field, self._knn_raw, self._knn_probes)
+                if lists is not None:      # None: every list, a plain KNN.
+                    self._knn_lists = json.dumps(lists)
         if self._knn_lists is None or self._knn_all_lists:
             return None
         lists = Value(self._knn_lists, converter=False, unpack=False)
@@ -371,11 +374,10 @@ class KNNSelect(ModelSelect):
 
     def _plain_key(self, database):
         """A cache key when this is a plain search (columns of the model, no
-        filter, join, paging or bit-quantized column), whose SQL is the
-        same for every query vector; else None."""
+        filter, join or paging), whose SQL is the same for every query
+        vector; else None."""
         model, field = self.model, self._knn_field
         if self._from_list != [model] or self.k > K_MAX or \
-                field.quantize == 'bit' or \
                 any(map(self.__dict__.get, self._PLAIN_EMPTY)):
             return None
         # Only the model's own fields: they live as long as the model, so
@@ -391,17 +393,20 @@ class KNNSelect(ModelSelect):
 
     def _slots(self):
         """The parameters that change from one plain search to the next:
-        the vector and, with inverted lists, the probed lists (None when
-        the vector is an SQL expression)."""
+        the vector, its bit codes (``quantize='bit'``) and the probed lists
+        (inverted lists); None when the vector is an SQL expression."""
         vector = self._knn_vector
         if isinstance(vector, Function) and len(vector.arguments) == 1:
             vector = vector.arguments[0]     # vec_int8(?), vec_bit(?)
         if not (isinstance(vector, Value) and
                 isinstance(vector.value, bytes)):
             return None
-        if self._probe() is None:
-            return [vector.value]
-        return [vector.value, self._knn_lists]
+        slots = [vector.value]
+        if self._knn_field.quantize == 'bit':
+            slots.append(self._coarse_codes())
+        if self._probe() is not None:
+            slots.append(self._knn_lists)
+        return slots
 
     def _execute_plain(self, database):
         """Run a plain search from SQL compiled once per column list and k;
@@ -587,10 +592,8 @@ class KNNSelect(ModelSelect):
         for term in split_and(self._where):
             uses = any(ref is model.distance for ref in column_refs(term))
             (distance_terms if uses else terms).append(term)
-        residual = model._residuals(field, field.stored_matrix(
-            [field.pack(self._knn_raw)]))
         coarse = KNNSelect(model, model._vec.companions[field],
-                           model._bit_codes(field, residual)[0],
+                           self._coarse_codes(),
                            min(K_MAX, self.k * field.oversample))
         coarse._from_list = self._from_list
         coarse._where = reduce(operator.and_, terms) if terms else None
@@ -628,6 +631,16 @@ class KNNSelect(ModelSelect):
         if where:
             query = query.where(reduce(operator.and_, where))
         return query
+
+    def _coarse_codes(self):
+        """quantize='bit': the query's packed bit codes, made once (a plain
+        search finds them among the parameters by identity)."""
+        if self._knn_codes is None:
+            model, field = self.model, self._knn_field
+            residual = model._residuals(field, field.stored_matrix(
+                [field.pack(self._knn_raw)]))
+            self._knn_codes = model._bit_codes(field, residual)[0]
+        return self._knn_codes
 
     def _exact_query(self):
         # Above vec0's k limit: an exact scan, where SQLite itself applies

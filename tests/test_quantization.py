@@ -311,10 +311,27 @@ def test_probed_search_compiles_once(db, data):
         # A filter that keeps every row takes the general path.
         general = Doc.knn(q, probes=probes).where(Doc.course != 'none')
         assert plain == [(r.rowid, r.distance) for r in general]
-    # The probed lists are one parameter: one statement for any probes.
-    assert len(Doc._vec.plain_sql) == 1
+    # The probed lists are one parameter: one statement for any probes
+    # below the number of lists; probing all 16 is a plain KNN.
+    assert len(Doc._vec.plain_sql) == 2
+    assert 'json_each' not in Doc.knn(q, probes=16).sql()[0]
     truth = np.argsort(1 - data[0] @ q)[:10] + 1
     assert [i for i, _ in plain] == truth.tolist()     # 16 of 16: exact.
+
+
+@pytest.mark.parametrize('options', [dict(quantize='bit', oversample=16),
+                                     dict(lists=16, probes=4, quantize='bit',
+                                          oversample=16)])
+def test_bit_quantized_search_compiles_once(db, data, options):
+    Doc = declare(db, **options)
+    load(Doc, data)
+    Doc.train()
+    Doc._vec.plain_sql.clear()
+    for q in data[1][:5]:
+        plain = [(r.rowid, r.distance) for r in Doc.knn(q)]
+        general = Doc.knn(q).where(Doc.course != 'none')
+        assert plain == [(r.rowid, r.distance) for r in general]
+    assert len(Doc._vec.plain_sql) == 1
 
 
 def test_inverted_lists_follow_writes(db, data):
