@@ -37,18 +37,11 @@ from peewee import ModelUpdate
 from peewee import Node
 from peewee import NodeList
 from peewee import SQL
-from peewee import Select
 from peewee import Table
 from peewee import VirtualField
 from playhouse.sqlite_ext import RowIDField
 from playhouse.sqlite_ext import VirtualModel
 
-from playhouse_vec.clustering import assign
-from playhouse_vec.clustering import bit_codes
-from playhouse_vec.clustering import kmeans
-from playhouse_vec.clustering import level_thresholds
-from playhouse_vec.clustering import nearest_lists
-from playhouse_vec.clustering import residuals
 from playhouse_vec.database import atomic
 from playhouse_vec.database import register_database
 from playhouse_vec.fields import PackedVector
@@ -57,12 +50,12 @@ from playhouse_vec.indexing import Indexer
 from playhouse_vec.query import KNNSelect
 from playhouse_vec.schema import DerivedSchemaManager
 from playhouse_vec.schema import ddl_of
-from playhouse_vec.schema import library_models
 from playhouse_vec.schema import library_version
 from playhouse_vec.schema import progress_for
 from playhouse_vec.sync import compare_keys
 from playhouse_vec.sync import install_vec_triggers
 from playhouse_vec.sync import vec_trigger_names
+from playhouse_vec.training import Training
 
 
 IDENTIFIER = re.compile(r'^[A-Za-z_][A-Za-z0-9_]*$')
@@ -81,9 +74,6 @@ ALLOWED_TYPES = {
     'auxiliary': ('integer', 'float', 'text', 'blob'),
 }
 LIMITS = {'vector': 16, 'metadata': 16, 'auxiliary': 16, 'partition key': 4}
-# What train() fits, and its key in playhouse_vec_centers after the field's.
-TRAINED_SUFFIX = {'center': '', 'centroids': ':lists', 'thresholds': ':bits'}
-THRESHOLD_SAMPLE = 1 << 14      # Vectors the bit thresholds are fitted on.
 
 
 class VecColumn(object):
@@ -286,7 +276,7 @@ class VecTable(object):
             if not todo:
                 continue
             matrix = field.stored_matrix([row[field] for row in todo])
-            for hidden, values in model._derived_values(field, matrix):
+            for hidden, values in model._training.derived(field, matrix):
                 for row, value in zip(todo, values):
                     row[hidden] = value
 
@@ -478,6 +468,7 @@ class VecModel(VirtualModel):
                 cls._meta.add_field(name, IntegerField())
         cls._vec = VecTable(cls)
         cls._indexer = Indexer(cls) if cls._meta.embedder else None
+        cls._training = Training(cls)
         register_database(cls._meta.database)
 
     _fill_on_create = False
@@ -612,108 +603,9 @@ class VecModel(VirtualModel):
         """
         stats = cls._require_indexer().run(
             rows, batch_size or cls._meta.batch_size, progress)
-        if cls._needs_training():
+        if cls._training.needed():
             cls.train()     # After the first bulk load.
         return stats
-
-    @classmethod
-    def _trained(cls, field, part):
-        """A stored float32 array for ``field``: its ``'center'`` (the mean
-        vector, unit-normalised first for cosine), its ``'centroids'``
-        (``lists=N``) or its ``'thresholds'`` (``quantize='bit'``); None
-        before :meth:`train`."""
-        cache = cls.__dict__.get('_centers')
-        if cache is None:
-            cache = cls._centers = {}
-        key = _trained_key(field, part)
-        if key not in cache:
-            Centers = library_models(cls._meta.database).centers
-            row = Centers.get_or_none(
-                (Centers.index == cls._meta.table_name) &
-                (Centers.field == key))
-            array = None if row is None else \
-                np.frombuffer(row.vector, '<f4').copy()
-            if array is not None and part != 'center':
-                array = array.reshape(-1, field.dimensions)
-            cache[key] = array
-        return cache[key]
-
-    @classmethod
-    def center(cls, field):
-        """The mean vector the bits (``quantize='bit'``) and lists
-        (``lists=N``) of ``field`` are taken around, or None before
-        :meth:`train`."""
-        return cls._trained(field, 'center')
-
-    @classmethod
-    def _bit_codes(cls, field, residuals):
-        """The packed codes of ``quantize='bit'`` for rows of residuals;
-        before :meth:`train`, every level's threshold is the center."""
-        thresholds = cls._trained(field, 'thresholds')
-        if thresholds is None:
-            thresholds = np.zeros((field.bits, field.dimensions), np.float32)
-        return bit_codes(residuals, thresholds)
-
-    @classmethod
-    def _store_trained(cls, field, part, array):
-        key = _trained_key(field, part)
-        Centers = library_models(cls._meta.database).centers
-        (Centers
-         .insert(index=cls._meta.table_name, field=key,
-                 vector=np.ascontiguousarray(array, '<f4').tobytes())
-         .on_conflict_replace()
-         .execute())
-        cls._trained(field, part)
-        cls._centers[key] = array
-
-    @classmethod
-    def _residuals(cls, field, matrix):
-        return residuals(matrix, cls.center(field), field.metric)
-
-    @classmethod
-    def _derived_values(cls, field, matrix):
-        """[(hidden field, values)] for the stored vectors in ``matrix``."""
-        derived = []
-        x = cls._residuals(field, matrix)
-        for hidden in cls._vec.hidden_of(field):
-            if hidden is cls._vec.lists.get(field):
-                centroids = cls._trained(field, 'centroids')
-                values = [0] * len(x) if centroids is None else \
-                    assign(x, centroids, field.metric).tolist()
-            else:
-                values = [PackedVector(b) for b in cls._bit_codes(field, x)]
-            derived.append((hidden, values))
-        return derived
-
-    @classmethod
-    def probed_lists(cls, field, vector, probes=None):
-        """The inverted lists a search for ``vector`` reads, or None (all:
-        before :meth:`train`, or no ``lists``)."""
-        centroids = cls._trained(field, 'centroids') if field.lists else None
-        if centroids is None:
-            return None
-        probes = probes or field.probes
-        if probes >= len(centroids):
-            return None
-        # For cosine the lists are ranked by the query itself: q.x is
-        # q.center + q.(x - center), whose first term is the same in every
-        # list, whereas the query's residual would add -center.centroid, a
-        # bias per list that misleads the probes when queries and documents
-        # are embedded differently (task types shift the queries' mean).
-        # Distances (l2, l1) ignore a shared shift: residuals are right.
-        center = None if field.metric == 'cosine' else cls.center(field)
-        query = residuals(field.stored_matrix([field.pack(vector)]), center,
-                          field.metric)[0]
-        return nearest_lists(query, centroids, field.metric, probes)
-
-    @classmethod
-    def _needs_training(cls):
-        """Whether :meth:`index` should train: after the first bulk load."""
-        fields = cls._vec.trained
-        if not fields or all(cls.center(f) is not None for f in fields):
-            return False
-        return cls.select().count() >= max(
-            [256] + [16 * (f.lists or 0) for f in fields])
 
     @classmethod
     def train(cls, vacuum=True, sample=None):
@@ -738,70 +630,20 @@ class VecModel(VirtualModel):
         vec0 cannot UPDATE bit vectors or partition keys, so the table is
         rewritten (like :meth:`compact`) in one transaction, then vacuumed.
         """
-        database = cls._meta.database
-        fields = cls._vec.trained
-        total = cls.select().count()
-        if not fields or not total:
-            return
-        pk = cls._meta.primary_key
-        with atomic(database):
-            for field in fields:
-                want = sample or max(
-                    min(256 * (field.lists or 0), 1 << 17),
-                    THRESHOLD_SAMPLE if field.quantize == 'bit' else 0)
-                step = max(1, total // want) if want else total + 1
-                mean, kept = np.zeros(field.dimensions), []
-                for keys, matrix in cls._stored_batches(pk, field):
-                    x = residuals(matrix, None, field.metric)
-                    mean += x.sum(axis=0)
-                    if want:
-                        kept.append(x[::step])
-                center = (mean / total).astype(np.float32)
-                cls._store_trained(field, 'center', center)
-                x = np.concatenate(kept) - center if want else None
-                if field.quantize == 'bit':
-                    cls._store_trained(field, 'thresholds', level_thresholds(
-                        x, field.bits))
-                if field.lists:
-                    cls._store_trained(field, 'centroids', kmeans(
-                        x, min(field.lists, len(x)), field.metric))
-            cls._rewrite_table(cls._rederive(pk, fields))
-        if vacuum:
-            database.execute_sql('VACUUM')   # Free the copy's pages.
+        cls._training.train(vacuum, sample)
 
     @classmethod
-    def _stored_batches(cls, pk, field, size=8192):
-        """(keys, float32 matrix) batches of the stored vectors."""
-        keys, vectors = [], []
-        query = cls.select(pk, field).order_by(pk).tuples().iterator()
-        for key, vector in query:
-            keys.append(key)
-            vectors.append(vector)
-            if len(keys) == size:
-                yield keys, np.asarray(vectors, np.float32)
-                keys, vectors = [], []
-        if keys:
-            yield keys, np.asarray(vectors, np.float32)
+    def center(cls, field):
+        """The mean vector the bits (``quantize='bit'``) and lists
+        (``lists=N``) of ``field`` are taken around, or None before
+        :meth:`train`."""
+        return cls._training.part(field, 'center')
 
     @classmethod
-    def _rederive(cls, pk, fields):
-        """The hidden columns of every row, computed again in Python and
-        kept in temporary tables, as ``_rewrite_table`` derivations."""
-        database = cls._meta.database
-        derived = {}
-        for n, field in enumerate(fields):
-            hidden = cls._vec.hidden_of(field)
-            table = temporary_table(database, 'playhouse_vec_derived%d' % n,
-                                    len(hidden))
-            for keys, matrix in cls._stored_batches(pk, field):
-                values = [v for _, v in cls._derived_values(field, matrix)]
-                fill_temporary_table(database, table, [keys] + values)
-            for i, column in enumerate(hidden):
-                derived[column] = (
-                    lambda copied, table=table, i=i, column=column:
-                    _lookup(Select([table], [getattr(table, 'c%d' % i)])
-                            .where(table.id == copied(pk)), column))
-        return derived
+    def probed_lists(cls, field, vector, probes=None):
+        """The inverted lists a search for ``vector`` reads, or None (all:
+        before :meth:`train`, or no ``lists``)."""
+        return cls._training.probed_lists(field, vector, probes)
 
     @classmethod
     def search(cls, text, k=10, task=None):
@@ -932,33 +774,3 @@ class VecModel(VirtualModel):
             type(self).replace(**data).execute()
         self._dirty.clear()
         return 1
-
-
-def _trained_key(field, part):
-    """The playhouse_vec_centers key of a field's trained ``part``."""
-    return field.name + TRAINED_SUFFIX[part]
-
-
-def _lookup(subquery, field):
-    # A vector is wrapped in vec_bit() etc., and Peewee 3 writes a
-    # subquery there without parentheses.
-    if isinstance(field, VectorField):
-        return NodeList([subquery], parens=True)
-    return subquery
-
-
-def temporary_table(database, name, count):
-    """An empty TEMP table ``name`` (id, c0, ..., c<count - 1>) for values
-    computed in Python."""
-    columns = ['c%d' % i for i in range(count)]
-    database.execute_sql('DROP TABLE IF EXISTS temp.%s' % name)
-    database.execute_sql('CREATE TEMP TABLE %s (id PRIMARY KEY, %s)' % (
-        name, ', '.join(columns)))
-    return Table(name, ['id'] + columns)
-
-
-def fill_temporary_table(database, table, columns):
-    """Insert rows, given as columns of values, into a temporary_table()."""
-    database.cursor().executemany(
-        'INSERT INTO temp.%s VALUES (%s)' % (
-            table.__name__, ', '.join('?' * len(columns))), zip(*columns))

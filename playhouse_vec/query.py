@@ -636,10 +636,8 @@ class KNNSelect(ModelSelect):
         """quantize='bit': the query's packed bit codes, made once (a plain
         search finds them among the parameters by identity)."""
         if self._knn_codes is None:
-            model, field = self.model, self._knn_field
-            residual = model._residuals(field, field.stored_matrix(
-                [field.pack(self._knn_raw)]))
-            self._knn_codes = model._bit_codes(field, residual)[0]
+            self._knn_codes = self.model._training.query_codes(
+                self._knn_field, self._knn_raw)
         return self._knn_codes
 
     def _exact_query(self):

@@ -213,7 +213,9 @@ class DerivedSchemaManager(VirtualTableSchemaManager):
         name = self.model._meta.table_name
         for model in (models.rows, models.centers):
             model.delete().where(model.index == name).execute()
-        self.model.__dict__.get('_centers', {}).clear()
+        training = getattr(self.model, '_training', None)
+        if training is not None:
+            training.forget()
 
     def _fill(self, Schema, current, fill):
         if fill:

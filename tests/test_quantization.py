@@ -241,7 +241,7 @@ def test_inverted_lists(db, data):
     load(Doc, data)
     assert recall(Doc, data) == 1.0          # Untrained: every row is read.
     Doc.train()
-    centroids = Doc._trained(Doc.embedding, 'centroids')
+    centroids = Doc._training.part(Doc.embedding, 'centroids')
     assert centroids.shape == (32, DIMS)
     lists = np.array([r.embedding_list for r in
                       Doc.select(Doc.embedding_list).order_by(Doc.rowid)])
