@@ -16,6 +16,7 @@ import numbers
 
 import numpy as np
 from peewee import Field
+from peewee import ImproperlyConfigured
 from peewee import Node
 from peewee import Value
 from peewee import fn
@@ -261,6 +262,14 @@ class VectorField(Field):
 
     def bind(self, model, name, set_attribute=True):
         super(VectorField, self).bind(model, name, set_attribute)
+        if (self.quantize == 'bit' or self.lists) and \
+                not getattr(model, '_vector_index', False):
+            option = 'quantize="bit"' if self.quantize == 'bit' else 'lists'
+            raise ImproperlyConfigured(
+                '%s.%s: %s builds a vector index, which needs a VecModel '
+                '(a vec0 table); %s is a plain model. Declare the field on '
+                'a VecModel, or drop the option for exact search.' % (
+                    model.__name__, name, option, model.__name__))
         register_database(model._meta.database)
 
     def error(self, message):

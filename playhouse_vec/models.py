@@ -450,6 +450,9 @@ class VecModel(VirtualModel):
         progress = True
         batch_size = 256
 
+    # Lets VectorField(quantize='bit') and VectorField(lists=N) bind here.
+    _vector_index = True
+
     @classmethod
     def validate_model(cls):
         if cls.__name__ == 'VecModel' and cls.__module__ == __name__:

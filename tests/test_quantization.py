@@ -3,6 +3,8 @@ import sys
 
 import numpy as np
 import pytest
+from peewee import ImproperlyConfigured
+from peewee import Model
 from peewee import TextField
 
 from playhouse_vec import VecModel
@@ -202,6 +204,22 @@ def test_bad_quantization_options():
             VectorField(8, quantize='bit', bits=bits)
     with pytest.raises(ValueError, match='with quantize="bit"'):
         VectorField(8, bits=2)
+
+
+@pytest.mark.parametrize('option', [dict(quantize='bit'), dict(lists=4)])
+def test_vector_index_options_need_a_vec_model(db, option):
+    with pytest.raises(ImproperlyConfigured, match='needs a VecModel'):
+        type('Plain', (Model,), {
+            'embedding': VectorField(8, **option),
+            'Meta': type('Meta', (), {'database': db})})
+    # int8 codes and truncation work on any table.
+    Plain = type('Plain', (Model,), {
+        'embedding': VectorField(8, metric='cosine', quantize='int8'),
+        'Meta': type('Meta', (), {'database': db})})
+    db.create_tables([Plain])
+    Plain.create(embedding=np.arange(1, 9))
+    assert Plain.select(Plain.embedding.cosine_distance(
+        np.arange(1, 9))).scalar() < 1e-4
 
 
 def test_rescored_rows_compose_like_any_knn(db, data):
