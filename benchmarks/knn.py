@@ -5,8 +5,10 @@ noise, unit length, cosine).
 
     python benchmarks/knn.py [--sizes 10000x384,100000x768] [--queries 50]
 
-Every measurement of one query runs back to back, in rotating order, in this
-one process; the p50 over the queries is printed with ratios.
+Every measurement of one query runs back to back, in a random order, in this
+one process (a fixed rotation would always run the same method right after
+numpy's scan, which evicts the CPU caches); the p50 over the queries is
+printed with ratios.
 """
 import argparse
 import os
@@ -123,8 +125,8 @@ def run(n, dims, n_queries, directory):
         method(queries[0])
     times = dict((name, []) for name, _ in methods)
     recall = []
-    for i, q in enumerate(queries):
-        order = methods[i % len(methods):] + methods[:i % len(methods)]
+    for q in queries:
+        order = [methods[j] for j in rng.permutation(len(methods))]
         results = {}
         for name, method in order:
             elapsed, results[name] = timed(lambda: method(q))
