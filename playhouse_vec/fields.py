@@ -91,7 +91,8 @@ class Int8(ElementType):
 
     def pack(self, array, field):
         if array.dtype.kind == 'f':
-            if not np.isfinite(array).all() or (array != np.round(array)).any():
+            if not np.isfinite(array).all() or \
+                    (array != np.round(array)).any():
                 raise field.error(
                     'has non-integer values; an int8 vector holds integers '
                     'in [-128, 127]. Quantize first, e.g. '

@@ -349,7 +349,6 @@ class VecSchemaManager(DerivedSchemaManager):
                 .sql(self.model)
                 .literal(' USING vec0 (%s)' % self.model._vec.ddl()))
 
-
     def create_table(self, safe=True, **options):
         super(VecSchemaManager, self).create_table(safe, **options)
         self.model._index_partitions()

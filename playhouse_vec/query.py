@@ -55,7 +55,6 @@ from peewee import WrappedNode
 from peewee import fn
 
 
-
 K_MAX = 4096  # SQLITE_VEC_VEC0_K_MAX in sqlite-vec 0.1.9.
 DEFAULT_K = 10
 COMPARISONS = (OP.EQ, OP.NE, OP.LT, OP.LTE, OP.GT, OP.GTE)

@@ -75,8 +75,8 @@ class IndexSchema(Model):
 class VectorCenter(Model):
     index = TextField()
     field = TextField()
-    vector = BlobField()       # float32: a mean, thresholds or centroids
-                               # (VecModel.train).
+    # float32: a mean, thresholds or centroids (VecModel.train).
+    vector = BlobField()
 
     class Meta:
         table_name = 'playhouse_vec_centers'

@@ -4,8 +4,9 @@ A fake Gemini API on 127.0.0.1 for the real google-genai SDK.
 It serves ``POST /{version}/models/{model}:batchEmbedContents`` like the
 Gemini Developer API, and the Vertex AI routes ``…/publishers/google/models/
 {model}:embedContent`` and ``:batchEmbedContents`` (items carry an
-``embedContentConfig`` and no model name): it checks the key header, the 100-request limit, the
-per-request model name, task types and titles; answers with deterministic
+``embedContentConfig`` and no model name): it checks the key header, the
+100-request limit, the per-request model name, task types and titles;
+answers with deterministic
 vectors that are unit length at 3072 dimensions and truncated without
 renormalising (like gemini-embedding-001); and can be told to fail, stall
 or drop vectors. Every request is logged.

@@ -48,7 +48,10 @@ def test_hamming_distance_counts_levels_apart(bits, bytes_, seed):
     thresholds = level_thresholds(sample, bits)
     a, b = rng.normal(size=(2, dims)).astype(np.float32)
     codes = bit_codes(np.stack([a, b]), thresholds)
-    level = lambda v: (v[None] > thresholds).sum(axis=0)    # noqa: E731
+
+    def level(v):
+        return (v[None] > thresholds).sum(axis=0)
+
     assert hamming(*codes) == int(np.abs(level(a) - level(b)).sum())
     assert len(codes[0]) == dims * bits // 8
 

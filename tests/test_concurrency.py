@@ -33,8 +33,8 @@ def test_one_writer_four_readers(tmp_path):
                     for _ in range(5):
                         title = 'note %d word%d' % (i, i % 50)
                         note = Note.create(title=title)
-                        NoteVec.create(rowid=note.id, embedding=
-                                       hashed_vectors([title], DIMS)[0])
+                        vector = hashed_vectors([title], DIMS)[0]
+                        NoteVec.create(rowid=note.id, embedding=vector)
                         i += 1
                 written.append(i)
                 if i % 50 == 0:         # Some deletes and updates too.

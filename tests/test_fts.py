@@ -347,7 +347,6 @@ def test_quality_on_faq_dev_questions(tmp_path):
     db.close()
 
 
-
 def test_optimize_merges_the_index(db, models):
     Note, NoteFTS, _ = models
     for i in range(30):    # Each write adds an FTS5 segment.

@@ -161,9 +161,8 @@ def test_rows_carry_scores_ranks_and_leg_values(models):
 
 def test_integer_weights_do_not_zero_scores(models):
     _, NoteFTS, NoteVec = models
-    rows = list(hybrid_search(NoteVec, NoteFTS, text='docker', vector=[1, 0,
-                                                                      0, 0],
-                              fusion='rrf', rrf_k=60,
+    rows = list(hybrid_search(NoteVec, NoteFTS, text='docker',
+                              vector=[1, 0, 0, 0], fusion='rrf', rrf_k=60,
                               weights={'vec': 1, 'fts': 2}))
     assert all(r.score > 0 for r in rows)
 
@@ -191,8 +190,8 @@ def test_one_leg_only_and_empty_text(models):
     knn = list(NoteVec.knn([0, 0, 1, 0], k=5))
     assert [r.id for r in vector_only] == [r.rowid for r in knn]
     # Punctuation only: the text leg finds nothing, the vector leg rules.
-    rows = list(hybrid_search(NoteVec, NoteFTS, text='?!', vector=[0, 0, 1,
-                                                                  0], k=5))
+    rows = list(hybrid_search(NoteVec, NoteFTS, text='?!',
+                              vector=[0, 0, 1, 0], k=5))
     assert [r.id for r in rows] == [r.rowid for r in knn]
 
 

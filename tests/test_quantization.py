@@ -84,8 +84,8 @@ def test_bit_quantization_with_rescoring(db, data):
     np.testing.assert_allclose(center, data[0].mean(axis=0), atol=1e-5)
     row = Doc.select(Doc.embedding, Doc.embedding_bits).where(
         Doc.rowid == 5).get()
-    np.testing.assert_array_equal(row.embedding_bits,
-                                  expected_bits(data[0], data[0][4], center)[0])
+    expected = expected_bits(data[0], data[0][4], center)[0]
+    np.testing.assert_array_equal(row.embedding_bits, expected)
     after = recall(Doc, data)
     # Measured 0.49 around zero and 0.80 around the mean (seed 3).
     assert after >= 0.75 and after > before + 0.2, (before, after)
