@@ -50,6 +50,7 @@ from playhouse_vec.indexing import Indexer
 from playhouse_vec.query import KNNSelect
 from playhouse_vec.schema import DerivedSchemaManager
 from playhouse_vec.schema import ddl_of
+from playhouse_vec.schema import library_models
 from playhouse_vec.schema import library_version
 from playhouse_vec.schema import progress_for
 from playhouse_vec.sync import compare_keys
@@ -74,6 +75,8 @@ ALLOWED_TYPES = {
     'auxiliary': ('integer', 'float', 'text', 'blob'),
 }
 LIMITS = {'vector': 16, 'metadata': 16, 'auxiliary': 16, 'partition key': 4}
+# Vector options a table can be rebuilt for from its own rows.
+REINDEXED = ('metric', 'quantize', 'bits', 'lists')
 
 
 class VecColumn(object):
@@ -509,17 +512,19 @@ class VecModel(VirtualModel):
     def _rewrite_table(cls, derived):
         """Copy the rows aside, drop and recreate the table, copy them back
         (``derived`` maps fields to SQL computing them from the copy's
-        columns), in one transaction. Returns the number of rows."""
+        columns; those are not read from the old table), in one
+        transaction. Returns the number of rows."""
         database = cls._meta.database
         pk = cls._meta.primary_key
         fields = [pk] + [f for f in cls._meta.sorted_fields if f is not pk]
         name = cls._meta.table_name + '_rewrite'
-        columns = dict((f, 'c%d' % i) for i, f in enumerate(fields))
-        copy = Table(name, [columns[f] for f in fields])
+        copied = [f for f in fields if f not in derived]
+        columns = dict((f, 'c%d' % i) for i, f in enumerate(copied))
+        copy = Table(name, [columns[f] for f in copied])
         with atomic(database):
             database.execute(NodeList((
                 SQL('CREATE TABLE'), Entity(name), SQL('AS'),
-                cls.select(*[f.alias(columns[f]) for f in fields]))))
+                cls.select(*[f.alias(columns[f]) for f in copied]))))
             database.execute_sql(
                 cls._schema._drop_table(safe=True).query()[0])
             database.execute_sql(
@@ -527,10 +532,11 @@ class VecModel(VirtualModel):
             cls._index_partitions()
             values = []
             for f in fields:
-                value = getattr(copy, columns[f])
                 if f in derived:
                     value = derived[f](lambda other: getattr(
                         copy, columns[other]))
+                else:
+                    value = getattr(copy, columns[f])
                 if isinstance(f, VectorField):
                     value = f.storage.typed(value)
                 values.append(value)
@@ -554,6 +560,37 @@ class VecModel(VirtualModel):
                 Entity('%s_partition%02d' % (table, i)), SQL('ON'),
                 Entity(table), EnclosedNodeList([Entity(
                     'partition%02d' % i)]))))
+
+    @classmethod
+    def _rebuild_in_place(cls, changes):
+        """
+        Rebuild the table from its own rows, embedding nothing, when the
+        fingerprint ``changes`` only concern how the stored vectors are
+        indexed (metric, ``quantize``, ``bits``, ``lists``, ``chunk_size``,
+        dropped columns): copy the rows aside, recreate the table, retrain.
+        Returns False, changing nothing, when the vectors or a new column
+        must be made again.
+        """
+        for key, _, _ in changes:
+            if key != 'ddl' and not (key.startswith('vectors.') and
+                                     key.rsplit('.', 1)[1] in REINDEXED):
+                return False
+        database = cls._meta.database
+        table = cls._meta.table_name
+        kept = set(c.name for c in database.get_columns(table))
+        if any(f.column_name not in kept for f in cls._meta.sorted_fields
+               if f not in cls._vec.hidden):
+            return False
+        with atomic(database):
+            Centers = library_models(database).centers
+            Centers.delete().where(Centers.index == table).execute()
+            cls._training.forget()
+            fields = cls._vec.trained
+            if fields and cls.select().count():
+                cls._training.train(vacuum=False)
+            else:
+                cls._rewrite_table(cls._training.rederive(fields))
+        return True
 
     @classmethod
     def _check_can_fill(cls):

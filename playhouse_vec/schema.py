@@ -144,7 +144,8 @@ class DerivedSchemaManager(VirtualTableSchemaManager):
 
     The model provides ``fingerprint()``, ``_fill_index()`` (refill from
     the content model), ``_fill_on_create`` and ``_sync_triggers()`` /
-    ``_sync_trigger_names()``.
+    ``_sync_trigger_names()``; optionally ``_rebuild_in_place(changes)``
+    (True when it rebuilt the index from its own rows).
     """
     def create_table(self, safe=True, **options):
         model = self.model
@@ -175,12 +176,13 @@ class DerivedSchemaManager(VirtualTableSchemaManager):
             old = json.loads(stored.fingerprint)
         changes = fingerprint_changes(old, current)
         if changes:
-            self._changed(Schema, current, changes)
+            ready = stored is None or stored.status == 'ready'
+            self._changed(Schema, current, changes, ready)
         elif stored is not None and stored.status == 'building':
             self._fill(Schema, current, True)   # Resume an interrupted run.
         self._triggers()
 
-    def _changed(self, Schema, current, changes):
+    def _changed(self, Schema, current, changes, ready=True):
         model = self.model
         policy = model._meta.on_schema_change
         if policy not in POLICIES:
@@ -197,8 +199,20 @@ class DerivedSchemaManager(VirtualTableSchemaManager):
                                described, model.__name__,
                                getattr(model._meta.content, '__name__',
                                        'its content')))
-        model._check_can_fill()
         database = model._meta.database
+        rebuild_in_place = getattr(model, '_rebuild_in_place', None)
+        if rebuild_in_place is not None:
+            with atomic(database):
+                rebuilt = rebuild_in_place(changes)
+                if rebuilt:
+                    self._record(Schema, current,
+                                 'ready' if ready else 'building')
+            if rebuilt:
+                database.execute_sql('VACUUM')  # Free the old rows' pages.
+                if not ready:
+                    self._fill(Schema, current, True)
+                return
+        model._check_can_fill()
         with atomic(database):
             # Drop and create in one transaction: a crash leaves the old
             # index and fingerprint, and the next start-up starts over.

@@ -148,7 +148,7 @@ class Training(object):
         with atomic(database):
             for field in fields:
                 self._fit(field, total, sample)
-            model._rewrite_table(self._rederive(fields))
+            model._rewrite_table(self.rederive(fields))
         if vacuum:
             database.execute_sql('VACUUM')   # Free the copy's pages.
 
@@ -186,7 +186,7 @@ class Training(object):
         if keys:
             yield keys, np.asarray(vectors, np.float32)
 
-    def _rederive(self, fields):
+    def rederive(self, fields):
         """The hidden columns of every row, computed again in Python and
         kept in temporary tables, as ``_rewrite_table`` derivations."""
         database = self.model._meta.database

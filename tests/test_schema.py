@@ -13,6 +13,7 @@ from playhouse_vec import VectorField
 from playhouse_vec import register_database
 from playhouse_vec.schema import SchemaChanged
 
+from conftest import brute_force
 from conftest import counting_embedder
 from conftest import new_database
 
@@ -240,3 +241,65 @@ def test_compact_reclaims_space_and_keeps_rows(tmp_path):
     assert Item.get_by_id(3).title == 't2'
     assert Item.get_by_id(3).codes.dtype == np.int8
     db.close()
+
+
+def hand_filled(db, policy='rebuild', **field):
+    """A VecModel whose vectors were inserted by hand (no embedder)."""
+    field.setdefault('metric', 'cosine')
+    Doc = type('Doc', (VecModel,), {
+        'embedding': VectorField(16, **field), 'course': TextField(),
+        'Meta': type('Meta', (), {'database': db, 'table_name': 'doc',
+                                  'on_schema_change': policy})})
+    db.create_tables([Doc])
+    return Doc
+
+
+@pytest.mark.parametrize('before, after', [
+    (dict(quantize='bit', bits=1), dict(quantize='bit', bits=4)),
+    (dict(), dict(lists=4, probes=4)),
+    (dict(lists=4, quantize='bit'), dict(metric='l2')),
+])
+def test_index_options_are_rebuilt_from_the_stored_vectors(db, before,
+                                                           after):
+    rng = np.random.default_rng(0)
+    vectors = rng.normal(size=(300, 16)).astype(np.float32)
+    Doc = hand_filled(db, **before)
+    Doc.insert_many([{'rowid': i + 1, 'embedding': v, 'course': 'c%d' % (
+        i % 3)} for i, v in enumerate(vectors)]).execute()
+    Doc.train()
+    with pytest.raises(SchemaChanged):
+        hand_filled(db, policy='raise', **after)
+    New = hand_filled(db, **after)          # No embedder, nothing lost.
+    rows = list(New.select().order_by(New.rowid))
+    assert len(rows) == 300
+    np.testing.assert_array_equal(np.stack([r.embedding for r in rows]),
+                                  vectors)
+    assert [r.course for r in rows][:4] == ['c0', 'c1', 'c2', 'c0']
+    # Retrained for the new options, and searching with them.
+    if New._vec.trained:
+        assert New.center(New.embedding) is not None
+    if after.get('bits'):
+        assert len(rows[0].embedding_bits) == 64
+    metric = after.get('metric', 'cosine')
+    q = vectors[7]
+    truth = brute_force(vectors, q, metric)
+    found = [(r.rowid, r.distance) for r in New.knn(q, k=5)]
+    assert found[0][0] == 8 and abs(found[0][1]) < 1e-5
+    np.testing.assert_allclose([d for _, d in found],
+                               truth[[i - 1 for i, _ in found]], atol=1e-5)
+    assert stored(db, 'doc')[0]['vectors']['embedding'] == dict(
+        New.fingerprint()['vectors']['embedding'])
+    hand_filled(db, policy='raise', **after)    # Settled: no change now.
+
+
+def test_new_columns_still_need_the_content(db):
+    Doc = hand_filled(db)
+    Doc.create(rowid=1, embedding=np.ones(16), course='a')
+    New = type('Doc', (VecModel,), {
+        'embedding': VectorField(16, metric='cosine'),
+        'course': TextField(), 'level': TextField(),
+        'Meta': type('Meta', (), {'database': db, 'table_name': 'doc',
+                                  'on_schema_change': 'rebuild'})})
+    with pytest.raises(Exception, match='no Meta.embedder'):
+        db.create_tables([New])
+    assert Doc.select().count() == 1
