@@ -50,7 +50,6 @@ from playhouse_vec.indexing import Indexer
 from playhouse_vec.query import KNNSelect
 from playhouse_vec.schema import DerivedSchemaManager
 from playhouse_vec.schema import ddl_of
-from playhouse_vec.schema import library_models
 from playhouse_vec.schema import library_version
 from playhouse_vec.schema import progress_for
 from playhouse_vec.sync import compare_keys
@@ -582,8 +581,6 @@ class VecModel(VirtualModel):
                if f not in cls._vec.hidden):
             return False
         with atomic(database):
-            Centers = library_models(database).centers
-            Centers.delete().where(Centers.index == table).execute()
             cls._training.forget()
             fields = cls._vec.trained
             if fields and cls.select().count():

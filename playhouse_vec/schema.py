@@ -223,10 +223,9 @@ class DerivedSchemaManager(VirtualTableSchemaManager):
         self._fill(Schema, current, True)
 
     def _forget_rows(self):
-        models = library_models(self.model._meta.database)
-        name = self.model._meta.table_name
-        for model in (models.rows, models.centers):
-            model.delete().where(model.index == name).execute()
+        Rows = library_models(self.model._meta.database).rows
+        Rows.delete().where(Rows.index == self.model._meta.table_name
+                            ).execute()
         training = getattr(self.model, '_training', None)
         if training is not None:
             training.forget()

@@ -69,7 +69,10 @@ class Training(object):
         self._parts[key] = array
 
     def forget(self):
-        """Drop the cached parts (after the stored ones were deleted)."""
+        """Delete the stored parts: the index is untrained again."""
+        Centers = self._centers()
+        Centers.delete().where(
+            Centers.index == self.model._meta.table_name).execute()
         self._parts.clear()
 
     def _centers(self):
@@ -88,8 +91,8 @@ class Training(object):
 
     def query_codes(self, field, vector):
         """The packed codes of one query vector."""
-        matrix = field.stored_matrix([field.pack(vector)])
-        return self.codes(field, self.residuals(field, matrix))[0]
+        x = self.residuals(field, _stored(field, vector))
+        return self.codes(field, x)[0]
 
     def derived(self, field, matrix):
         """[(hidden field, values)] for the stored vectors in ``matrix``:
@@ -123,8 +126,7 @@ class Training(object):
         # Distances (l2, l1) ignore a shared shift: residuals are right.
         center = None if field.metric == 'cosine' else \
             self.part(field, 'center')
-        query = residuals(field.stored_matrix([field.pack(vector)]), center,
-                          field.metric)[0]
+        query = residuals(_stored(field, vector), center, field.metric)[0]
         return nearest_lists(query, centroids, field.metric, probes)
 
     def needed(self):
@@ -205,6 +207,11 @@ class Training(object):
                     _lookup(Select([table], [getattr(table, 'c%d' % i)])
                             .where(table.id == copied(pk)), column))
         return derived
+
+
+def _stored(field, vector):
+    """A query vector as a 1-row matrix of what ``field`` stores."""
+    return field.stored_matrix([field.pack(vector)])
 
 
 def _lookup(subquery, field):
