@@ -22,9 +22,12 @@ VecModel: a Peewee model backed by a sqlite-vec ``vec0`` virtual table.
         print(row.rowid, row.distance)
 """
 import numbers
+import operator
 import re
+from functools import reduce
 
 import numpy as np
+from peewee import Case
 from peewee import EnclosedNodeList
 from peewee import Entity
 from peewee import Field
@@ -39,6 +42,7 @@ from peewee import NodeList
 from peewee import SQL
 from peewee import Table
 from peewee import VirtualField
+from peewee import fn
 from playhouse.sqlite_ext import RowIDField
 from playhouse.sqlite_ext import VirtualModel
 
@@ -49,6 +53,7 @@ from playhouse_vec.fields import VectorField
 from playhouse_vec.indexing import Indexer
 from playhouse_vec.query import KNNSelect
 from playhouse_vec.schema import DerivedSchemaManager
+from playhouse_vec.schema import SchemaChanged
 from playhouse_vec.schema import ddl_of
 from playhouse_vec.schema import library_version
 from playhouse_vec.schema import progress_for
@@ -123,6 +128,42 @@ class VecColumn(object):
                 field.model.__name__, field.name, TYPE_NAMES[self.vtype],
                 value, type(value).__name__))
         return value
+
+    @property
+    def nullable(self):
+        return self.role == 'auxiliary' or (
+            self.role in ('rowid', 'primary key') and self.vtype == 'integer')
+
+    def converted(self, value):
+        """SQL for ``value`` (a stored value) in this column's type, NULL
+        where the conversion would lose information (``'7'`` becomes 7,
+        ``'x'`` or 2.5 NULL for an integer column)."""
+        kind = fn.typeof(value)
+        if self.vtype in ('integer', 'boolean'):
+            number = value.cast('INTEGER')
+            converted = Case(None, (
+                (kind == 'integer', value),
+                ((kind == 'real') & (value == number), number),
+                ((kind == 'text') & (number.cast('TEXT') == value), number)))
+            if self.vtype == 'boolean':
+                converted = Case(None, ((converted.in_((0, 1)), converted),))
+            return converted
+        if self.vtype == 'float':
+            number = value.cast('NUMERIC')
+            return Case(None, (
+                (kind.in_(('integer', 'real')), value.cast('REAL')),
+                ((kind == 'text') & (fn.typeof(number) != 'text') &
+                 (number.cast('TEXT') == value), number.cast('REAL'))))
+        if self.vtype == 'text':
+            return Case(None, ((kind.in_(('text', 'integer', 'real')),
+                                value.cast('TEXT')),))
+        return value
+
+    def lost(self, value):
+        """SQL true where :meth:`converted` cannot keep ``value``."""
+        if self.nullable:
+            return self.converted(value).is_null() & value.is_null(False)
+        return self.converted(value).is_null()
 
 
 def _is_boolean(value):
@@ -524,6 +565,7 @@ class VecModel(VirtualModel):
             database.execute(NodeList((
                 SQL('CREATE TABLE'), Entity(name), SQL('AS'),
                 cls.select(*[f.alias(columns[f]) for f in copied]))))
+            cls._check_conversions(copy, columns)
             database.execute_sql(
                 cls._schema._drop_table(safe=True).query()[0])
             database.execute_sql(
@@ -538,11 +580,36 @@ class VecModel(VirtualModel):
                     value = getattr(copy, columns[f])
                 if isinstance(f, VectorField):
                     value = f.storage.typed(value)
+                elif f not in derived:
+                    value = cls._vec.columns[f].converted(value)
                 values.append(value)
             rows = database.execute(cls.insert_from(
                 copy.select(*values), fields)).rowcount
             database.execute(NodeList((SQL('DROP TABLE'), Entity(name))))
         return rows
+
+    @classmethod
+    def _check_conversions(cls, copy, columns):
+        """Raise SchemaChanged if a copied value does not fit the type its
+        column now has (a field's type changed since the table was built)."""
+        checked = [(f, getattr(copy, name)) for f, name in columns.items()
+                   if not isinstance(f, VectorField)]
+        lost = [cls._vec.columns[f].lost(value) for f, value in checked]
+        row = (copy.select(*[value for _, value in checked] + lost)
+               .where(reduce(operator.or_, lost)).limit(1).tuples()
+               .execute(cls._meta.database))
+        for values in row:
+            for (field, _), value, is_lost in zip(
+                    checked, values, values[len(checked):]):
+                if is_lost:
+                    raise SchemaChanged(
+                        'Cannot rebuild %s from its own rows: column %s holds '
+                        '%r (%s %r), which is not %s. Give %s.%s its old '
+                        'type again, or change such values first.' % (
+                            cls.__name__, field.column_name, value,
+                            cls._meta.primary_key.name, values[0],
+                            TYPE_NAMES[cls._vec.columns[field].vtype],
+                            cls.__name__, field.name))
 
     @classmethod
     def _index_partitions(cls):
@@ -566,9 +633,10 @@ class VecModel(VirtualModel):
         Rebuild the table from its own rows, embedding nothing, when the
         fingerprint ``changes`` only concern how the stored vectors are
         indexed (metric, ``quantize``, ``bits``, ``lists``, ``chunk_size``,
-        dropped columns): copy the rows aside, recreate the table, retrain.
-        Returns False, changing nothing, when the vectors or a new column
-        must be made again.
+        dropped columns, a column type its values convert to): copy the
+        rows aside, recreate the table, retrain. Returns False, changing
+        nothing, when the vectors or a column must be made again from the
+        content; raises SchemaChanged when that cannot be done.
         """
         for key, _, _ in changes:
             if key != 'ddl' and not (key.startswith('vectors.') and
@@ -580,13 +648,18 @@ class VecModel(VirtualModel):
         if any(f.column_name not in kept for f in cls._meta.sorted_fields
                if f not in cls._vec.hidden):
             return False
-        with atomic(database):
-            cls._training.forget()
-            fields = cls._vec.trained
-            if fields and cls.select().count():
-                cls._training.train(vacuum=False)
-            else:
-                cls._rewrite_table(cls._training.rederive(fields))
+        try:
+            with atomic(database):
+                cls._training.forget()
+                fields = cls._vec.trained
+                if fields and cls.select().count():
+                    cls._training.train(vacuum=False)
+                else:
+                    cls._rewrite_table(cls._training.rederive(fields))
+        except SchemaChanged:
+            if cls._indexer is None:
+                raise
+            return False    # A changed column type: fill it from the content.
         return True
 
     @classmethod

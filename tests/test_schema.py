@@ -3,6 +3,9 @@ import os
 
 import numpy as np
 import pytest
+from peewee import BooleanField
+from peewee import FloatField
+from peewee import IntegerField
 from peewee import Model
 from peewee import TextField
 
@@ -290,6 +293,82 @@ def test_index_options_are_rebuilt_from_the_stored_vectors(db, before,
     assert stored(db, 'doc')[0]['vectors']['embedding'] == dict(
         New.fingerprint()['vectors']['embedding'])
     hand_filled(db, policy='raise', **after)    # Settled: no change now.
+
+
+@pytest.mark.parametrize('before, after, values, expected', [
+    (TextField, IntegerField, ['7', '-2', '10'], [7, -2, 10]),
+    (IntegerField, TextField, [7, -2, 10], ['7', '-2', '10']),
+    (TextField, FloatField, ['1.5', '2', '-0.25'], [1.5, 2.0, -0.25]),
+    (IntegerField, BooleanField, [1, 0, 1], [True, False, True]),
+])
+def test_a_column_type_change_converts_the_stored_values(db, before, after,
+                                                         values, expected):
+    def declare(field_class, policy='rebuild'):
+        return type('Doc', (VecModel,), {
+            'embedding': VectorField(4), 'level': field_class(),
+            'Meta': type('Meta', (), {'database': db, 'table_name': 'doc',
+                                      'on_schema_change': policy})})
+    Doc = declare(before)
+    db.create_tables([Doc])
+    Doc.insert_many([{'rowid': i + 1, 'embedding': [i, 0, 0, 1], 'level': v}
+                     for i, v in enumerate(values)]).execute()
+    with pytest.raises(SchemaChanged, match='ddl'):
+        db.create_tables([declare(after, 'raise')])
+    New = declare(after)
+    db.create_tables([New])
+    rows = list(New.select().order_by(New.rowid))
+    assert [r.level for r in rows] == expected
+    typeof = {'TEXT': 'text', 'FLOAT': 'real'}.get(
+        New.level.field_type, 'integer')
+    assert db.execute_sql('select distinct typeof(level) from doc'
+                          ).fetchall() == [(typeof,)]
+    assert [r.rowid for r in New.knn([0, 0, 0, 1], k=1)] == [1]
+
+
+@pytest.mark.parametrize('before, after, value', [
+    (TextField, IntegerField, 'x'),
+    (FloatField, IntegerField, 2.5),
+    (IntegerField, BooleanField, 2),
+    (TextField, FloatField, '1e3'),
+])
+def test_a_type_change_that_would_lose_values_keeps_the_table(
+        db, before, after, value):
+    Doc = type('Doc', (VecModel,), {
+        'embedding': VectorField(4), 'level': before(),
+        'Meta': type('Meta', (), {'database': db, 'table_name': 'doc'})})
+    db.create_tables([Doc])
+    Doc.insert_many([{'rowid': 1, 'embedding': [1, 0, 0, 0],
+                      'level': before().python_value(0)},
+                     {'rowid': 2, 'embedding': [0, 1, 0, 0],
+                      'level': value}]).execute()
+    fingerprint = stored(db, 'doc')
+    New = type('Doc', (VecModel,), {
+        'embedding': VectorField(4), 'level': after(),
+        'Meta': type('Meta', (), {'database': db, 'table_name': 'doc',
+                                  'on_schema_change': 'rebuild'})})
+    with pytest.raises(SchemaChanged) as info:
+        db.create_tables([New])
+    assert 'column level holds %r (rowid 2)' % (value,) in str(info.value)
+    assert stored(db, 'doc') == fingerprint
+    assert db.execute_sql('select rowid, level from doc order by rowid'
+                          ).fetchall() == [(1, before().db_value(0)),
+                                           (2, value)]
+    db.create_tables([Doc])     # The old declaration still fits.
+
+
+def test_a_type_change_the_rows_cannot_take_is_filled_from_content(db):
+    embedder = counting_embedder()
+    Note, NoteVec, _ = start(db, embedder,
+                             extra={'flag': TextField(default='yes')})
+    Note.insert_many([{'title': 'note %d' % i} for i in range(5)]).execute()
+    NoteVec.index()
+    assert [r.flag for r in NoteVec.select()] == ['yes'] * 5
+    calls = embedder.calls
+    _, NoteVec, _ = start(db, embedder, policy='rebuild',
+                          extra={'flag': BooleanField(default=True)})
+    assert embedder.calls == calls      # Re-filled from the cache.
+    assert [r.flag for r in NoteVec.select()] == [True] * 5
+    assert stored(db, 'notevec')[1] == 'ready'
 
 
 def test_new_columns_still_need_the_content(db):
