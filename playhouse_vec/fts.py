@@ -262,7 +262,9 @@ class FTSModel(FTS5Model):
         """Compare the index with its content model (an IndexReport).
 
         ``missing``/``extra`` list rowids the index lacks or holds without
-        content; ``stale`` means indexed text differs from the content.
+        content; ``stale`` means indexed text differs from the content
+        (FTS5 checks the whole index at once, so this is known only when
+        no rows are missing or extra: ``stale`` is None then).
         """
         content = cls._meta.content
         if content is None:
@@ -277,6 +279,8 @@ class FTSModel(FTS5Model):
                 cls.integrity_check(rank=1)
             except Exception:
                 report.stale = True
+        else:
+            report.stale = None
         return report
 
 

@@ -8,6 +8,7 @@ otherwise. Work is done in batches; each batch is embedded first and then
 written in one transaction, so a failure leaves no half-written rows and a
 later run resumes where the last one stopped.
 """
+import collections
 import hashlib
 import json
 import sys
@@ -27,6 +28,10 @@ class IndexStats(dict):
             return self[name]
         except KeyError:
             raise AttributeError(name)
+
+
+IndexPlan = collections.namedtuple(
+    'IndexPlan', 'work empty orphans have unchanged')
 
 
 class ProgressBar(object):
@@ -120,8 +125,41 @@ class Indexer(object):
         values[self.model._meta.primary_key.name] = key
         return key, text, title, cache_key, state, values
 
-    def run(self, rows=None, batch_size=256, progress=None):
+    def plan(self, keys=None):
+        """What :meth:`run` would do for the content rows with ``keys``
+        (all by default): ``work``, the rows to embed or update (missing or
+        stale); ``empty``, keys of rows with no text; ``orphans``, keys of
+        vectors to delete (content gone or text now empty); ``have``, keys
+        that have a vector; ``unchanged``, how many rows are up to date."""
         model, content = self.model, self.content
+        State = library_models(model._meta.database).rows
+        query = content.select()
+        if keys is not None:
+            query = query.where(content._meta.primary_key.in_(keys))
+        states = dict(State
+                      .select(State.row, State.state)
+                      .where(State.index == model._meta.table_name)
+                      .tuples())
+        have = set(k for (k,) in model.select(
+            model._meta.primary_key).tuples())
+        work, seen, empty, unchanged = [], set(), set(), 0
+        for row in query.iterator():
+            item = self._work(row)
+            seen.add(item[0])
+            if item[1] is None:
+                empty.add(item[0])
+            elif states.get(item[0]) == item[4] and item[0] in have:
+                unchanged += 1
+            else:
+                work.append(item)
+        scope = have | set(states)
+        if keys is not None:
+            scope &= set(keys)
+        orphans = sorted(k for k in scope if k not in seen or k in empty)
+        return IndexPlan(work, empty, orphans, have, unchanged)
+
+    def run(self, rows=None, batch_size=256, progress=None):
+        model = self.model
         database = model._meta.database
         models = library_models(database)
         Cache, State = models.cache, models.rows
@@ -132,33 +170,13 @@ class Indexer(object):
         if progress is True:
             progress = ProgressBar('Indexing %s' % name)
 
-        query = content.select()
         keys = None
         if rows is not None:
             keys = [getattr(r, '_pk', r) for r in rows]
-            query = query.where(content._meta.primary_key.in_(keys))
-        states = dict(State
-                      .select(State.row, State.state)
-                      .where(State.index == name)
-                      .tuples())
-        have = set(k for (k,) in model.select(pk).tuples())
-        work, seen, empty = [], set(), set()
-        for row in query.iterator():
-            item = self._work(row)
-            seen.add(item[0])
-            if item[1] is None:
-                empty.add(item[0])
-            elif states.get(item[0]) == item[4] and item[0] in have:
-                stats['unchanged'] += 1
-            else:
-                work.append(item)
-        stats['skipped'] = len(empty)
-
-        # Vectors whose content row is gone or whose text is now empty.
-        scope = have | set(states)
-        if keys is not None:
-            scope &= set(keys)
-        orphans = sorted(k for k in scope if k not in seen or k in empty)
+        plan = self.plan(keys)
+        work, orphans, have = plan.work, plan.orphans, plan.have
+        stats['unchanged'] = plan.unchanged
+        stats['skipped'] = len(plan.empty)
         if orphans:
             with atomic(database):
                 for i in range(0, len(orphans), 500):

@@ -795,15 +795,25 @@ class VecModel(VirtualModel):
     @classmethod
     def check_index(cls):
         """Compare the vectors with the content model (an IndexReport of
-        content keys without a vector and vectors without content)."""
+        content keys without a vector and vectors without content). With
+        an embedder, rows with no text to embed are not missing, and
+        ``stale`` says whether some vectors were made from text or values
+        that have changed since (``index()`` brings them up to date)."""
         content = cls._meta.content
         if content is None:
             raise ImproperlyConfigured('%s has no Meta.content to check '
                                        'against.' % cls.__name__)
         pk = cls._meta.primary_key
-        return compare_keys(cls.__name__,
-                            content.select(content._meta.primary_key),
-                            cls.select(pk))
+        report = compare_keys(cls.__name__,
+                              content.select(content._meta.primary_key),
+                              cls.select(pk))
+        if cls._indexer is not None:
+            plan = cls._indexer.plan()
+            report.missing = [k for k in report.missing
+                              if k not in plan.empty]
+            changed = set(item[0] for item in plan.work) | plan.empty
+            report.stale = bool(changed & plan.have)
+        return report
 
     @classmethod
     def _rows(cls, rows, fields=None):

@@ -29,7 +29,8 @@ class IndexReport(object):
         self.index = index
         self.missing = missing      # Content keys the index lacks.
         self.extra = extra          # Index keys with no content row.
-        self.stale = stale          # Indexed values differ from content.
+        self.stale = stale          # Indexed values differ from content
+                                    # (None: could not be checked).
 
     @property
     def ok(self):
@@ -40,7 +41,7 @@ class IndexReport(object):
             return '<IndexReport %s: ok>' % self.index
         return '<IndexReport %s: %d missing, %d extra%s>' % (
             self.index, len(self.missing), len(self.extra),
-            ', stale' if self.stale else '')
+            {True: ', stale', None: ', stale unknown'}.get(self.stale, ''))
 
 
 def compare_keys(index, content_keys, index_keys, stale=False):

@@ -120,7 +120,9 @@ def test_check_index_reports_drift_and_rebuild_fixes_it(db, models):
                    "values (99, 'ghost', 'ghost')")
     report = NoteFTS.check_index()
     assert report.missing == [6] and report.extra == [99]
-    assert not report.ok
+    assert not report.ok and report.stale is None    # Cannot tell.
+    assert repr(report) == \
+        '<IndexReport NoteFTS: 1 missing, 1 extra, stale unknown>'
     NoteFTS.rebuild()
     assert NoteFTS.check_index().ok
     db.create_tables([NoteFTS])  # Start-up again: triggers come back.

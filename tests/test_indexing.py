@@ -80,7 +80,10 @@ def test_index_embeds_missing_then_nothing_then_only_the_edited(db, fake):
 
     Note.update(body='edited').where(Note.id == 7).execute()
     Note.update(course='xx').where(Note.id == 8).execute()   # Metadata only.
+    report = NoteVec.check_index()
+    assert report.stale and not report.missing and not report.extra
     stats = NoteVec.index()
+    assert NoteVec.check_index().ok
     assert texts_sent(fake, calls) == ['note 6\nedited']
     assert stats.embedded == 1 and stats.updated == 2
     assert NoteVec.get_by_id(8).course == 'xx'
@@ -149,10 +152,15 @@ def test_deleted_and_emptied_rows_lose_their_vectors(db):
     db.execute_sql('drop trigger notevec_ad')   # A delete the trigger misses.
     Note.delete().where(Note.id == 1).execute()
     Note.update(title='', body=None).where(Note.id == 2).execute()
+    report = NoteVec.check_index()      # 2's vector is of older text.
+    assert report.extra == [1] and report.stale and not report.missing
     stats = NoteVec.index()
     assert stats.removed == 2 and stats.skipped == 1
     assert sorted(k for (k,) in NoteVec.select(NoteVec.rowid).tuples()) == \
         [3, 4, 5]
+    assert NoteVec.check_index().ok     # 2 has no text: not missing.
+    Note.create(title='', body='')
+    assert NoteVec.check_index().ok
 
 
 @pytest.mark.parametrize('field', [
