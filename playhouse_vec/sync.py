@@ -29,8 +29,8 @@ class IndexReport(object):
         self.index = index
         self.missing = missing      # Content keys the index lacks.
         self.extra = extra          # Index keys with no content row.
-        self.stale = stale          # Indexed values differ from content
-                                    # (None: could not be checked).
+        # Indexed values differ from content (None: could not be checked).
+        self.stale = stale
 
     @property
     def ok(self):
