@@ -58,11 +58,18 @@ class HybridSelect(ModelSelect):
         content = self.model
         terms = split_and(self._where)
         for term in terms:
-            if not models_in(term) <= {content}:
+            others = models_in(term) - {content}
+            if others:
+                sql, params = content._meta.database.get_sql_context().sql(
+                    term).query()
                 raise ValueError(
                     'hybrid_search filters must be on the content model %s '
-                    '(they run inside both legs); got %s.' % (
-                        content.__name__, term))
+                    '(they run inside both legs); got %s %r on %s. Filter '
+                    'on %s columns instead (a VecModel metadata column '
+                    'copies the %s column of the same name).' % (
+                        content.__name__, sql, tuple(params),
+                        ', '.join(sorted(m.__name__ for m in others)),
+                        content.__name__, content.__name__))
         return terms
 
     def _vec_hits(self, filters):

@@ -174,9 +174,10 @@ def test_filters_apply_inside_both_legs(models):
                               vector=[0, 1, 0, 0], k=10, depth=10)
                 .where(Note.group == 9))
     assert sorted(r.id for r in rows) == [7, 77, 177]
-    with pytest.raises(ValueError, match='content model'):
+    with pytest.raises(ValueError, match='content model') as info:
         list(hybrid_search(NoteVec, NoteFTS, text='x', k=3)
              .where(NoteVec.rowid > 3))
+    assert '"rowid" > ?) (3,) on NoteVec' in str(info.value)
 
 
 def test_one_leg_only_and_empty_text(models):
