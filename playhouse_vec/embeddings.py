@@ -324,8 +324,16 @@ class GoogleEmbedder(Embedder):
         return np.asarray(vectors, dtype=np.float32)
 
     def _error(self, exc):
+        from google.auth.exceptions import GoogleAuthError
         from google.genai import errors
         attempts = '%d attempts' % (self.retries + 1)
+        if isinstance(exc, GoogleAuthError):
+            return EmbeddingAuthError(
+                'No usable Google Cloud credentials for Vertex AI (%s: %s). '
+                'Run "gcloud auth application-default login" or set '
+                'GOOGLE_APPLICATION_CREDENTIALS; or use an API key '
+                '(GOOGLE_API_KEY) without GOOGLE_GENAI_USE_VERTEXAI.' % (
+                    type(exc).__name__, exc))
         if isinstance(exc, errors.APIError):
             text = '%s %s: %s' % (exc.code, exc.status or '',
                                   exc.message or exc.details)

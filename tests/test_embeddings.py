@@ -178,6 +178,23 @@ def test_function_embedder_adapts_any_callable():
         bad.embed_documents(['a', 'b'])
 
 
+def test_vertex_ai_without_credentials(monkeypatch, tmp_path):
+    for name in ('GOOGLE_API_KEY', 'GEMINI_API_KEY',
+                 'GOOGLE_APPLICATION_CREDENTIALS'):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv('GOOGLE_GENAI_USE_VERTEXAI', 'true')
+    monkeypatch.setenv('GOOGLE_CLOUD_PROJECT', 'my-project')
+    monkeypatch.setenv('GOOGLE_CLOUD_LOCATION', 'us-central1')
+    monkeypatch.setenv('CLOUDSDK_CONFIG', str(tmp_path))  # No gcloud login.
+    monkeypatch.setenv('HOME', str(tmp_path))
+    monkeypatch.setenv('NO_GCE_CHECK', 'True')    # No metadata server.
+    # The SDK looks for credentials before it sends anything (a custom
+    # base_url would skip that, so the default endpoint is kept).
+    embedder = GoogleEmbedder(retries=0, timeout=5)
+    with pytest.raises(EmbeddingAuthError, match='application-default'):
+        embedder.embed_query('x')
+
+
 def test_vertex_ai_from_the_environment(fake, monkeypatch):
     monkeypatch.setenv('GOOGLE_GENAI_USE_VERTEXAI', 'true')
     monkeypatch.setenv('GOOGLE_API_KEY', 'test-key')   # Vertex express mode
