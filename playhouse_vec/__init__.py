@@ -18,9 +18,10 @@ from playhouse_vec.fts import SearchField
 from playhouse_vec.hybrid import hybrid_search
 from playhouse_vec.models import VecModel
 from playhouse_vec.query import KNNSelect
+from playhouse_vec.schema import SchemaChanged
 
 __version__ = '0.1.0'
 __all__ = ['Embedder', 'EmbeddingError', 'FTSModel', 'FunctionEmbedder',
-           'GoogleEmbedder', 'KNNSelect', 'LocalEmbedder', 'SearchField',
-           'VecModel', 'VectorField', 'hybrid_search', 'register_database',
-           'vector_pragmas']
+           'GoogleEmbedder', 'KNNSelect', 'LocalEmbedder', 'SchemaChanged',
+           'SearchField', 'VecModel', 'VectorField', 'hybrid_search',
+           'register_database', 'vector_pragmas']

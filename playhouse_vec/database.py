@@ -83,6 +83,18 @@ def check_sqlite_version(database):
                 '.'.join(map(str, version))))
 
 
+def resolved(database):
+    """The database a ``DatabaseProxy`` stands for (the database itself
+    otherwise)."""
+    if isinstance(database, Proxy):
+        if database.obj is None:
+            raise ImproperlyConfigured(
+                'The DatabaseProxy is not initialized yet: call '
+                'proxy.initialize(database) before using its models.')
+        return database.obj
+    return database
+
+
 def register_database(database):
     """
     Make every connection of ``database`` load sqlite-vec. Idempotent.
@@ -95,11 +107,10 @@ def register_database(database):
     is initialized). Already-open connections get sqlite-vec at once, and
     idle pooled connections, opened without it, are closed.
     """
-    if isinstance(database, Proxy):
-        if database.obj is None:
-            database.attach_callback(register_database)
-            return database
-        database = database.obj
+    if isinstance(database, Proxy) and database.obj is None:
+        database.attach_callback(register_database)
+        return database
+    database = resolved(database)
     if database is None or getattr(database, '_vec_registered', False):
         return database
     if not isinstance(database, SqliteDatabase):
@@ -172,6 +183,7 @@ def require_recursive_triggers(database):
     Index-sync triggers need it: without it, a REPLACE on the content table
     deletes the old row without firing its DELETE triggers.
     """
+    database = resolved(database)
     register_database(database)
     database._vec_recursive_triggers = True
     if hasattr(database, 'close_idle'):

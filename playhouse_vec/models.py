@@ -746,6 +746,7 @@ class VecModel(VirtualModel):
         """The mean vector the bits (``quantize='bit'``) and lists
         (``lists=N``) of ``field`` are taken around, or None before
         :meth:`train`."""
+        cls._training.refresh()
         return cls._training.part(field, 'center')
 
     @classmethod

@@ -43,6 +43,7 @@ from peewee import TextField
 from playhouse.sqlite_ext import VirtualTableSchemaManager
 
 from playhouse_vec.database import atomic
+from playhouse_vec.database import resolved
 
 
 class EmbeddingCache(Model):
@@ -93,6 +94,7 @@ _lock = threading.Lock()
 def library_models(database):
     """The library's models (cache, rows, schema, centers) bound to
     ``database``, their tables created."""
+    database = resolved(database)
     with _lock:
         models = _bound.get(database)
         if models is None:

@@ -13,6 +13,8 @@ the lists it probes::
     training.part(NoteVec.embedding, 'centroids')     # Or None.
     training.query_codes(NoteVec.embedding, vector)   # Packed bytes.
 """
+import os
+
 import numpy as np
 from peewee import NodeList
 from peewee import Select
@@ -31,15 +33,33 @@ from playhouse_vec.schema import library_models
 
 # What train() fits, and its key in playhouse_vec_centers after the field's.
 SUFFIX = {'center': '', 'centroids': ':lists', 'thresholds': ':bits'}
+# Written anew by every train() and deleted by forget(): another process
+# that trained or forgot changes it, and the cached parts are read again.
+STAMP = ':stamp'
+UNREAD = object()
 THRESHOLD_SAMPLE = 1 << 14      # Vectors the bit thresholds are fitted on.
 LIST_SAMPLE = 1 << 17           # At most, for the k-means of lists=N.
 
 
 class Training(object):
-    """The trained parts of one VecModel, cached once read."""
+    """The trained parts of one VecModel, cached while the stored stamp
+    stays the same."""
     def __init__(self, model):
         self.model = model
         self._parts = {}
+        self._stamp = UNREAD
+
+    def refresh(self):
+        """Forget the cached parts if the stored ones changed since they
+        were read (another process trained): one indexed lookup."""
+        Centers = self._centers()
+        stamp = self.model._meta.database.execute_sql(
+            'SELECT vector FROM %s WHERE "index" = ? AND field = ?'
+            % Centers._meta.table_name,
+            (self.model._meta.table_name, STAMP)).fetchone()
+        if stamp != self._stamp:
+            self._parts.clear()
+            self._stamp = stamp
 
     def part(self, field, part):
         """A stored float32 array for ``field``: its ``'center'`` (the mean
@@ -74,6 +94,7 @@ class Training(object):
         Centers.delete().where(
             Centers.index == self.model._meta.table_name).execute()
         self._parts.clear()
+        self._stamp = None
 
     def _centers(self):
         return library_models(self.model._meta.database).centers
@@ -91,12 +112,14 @@ class Training(object):
 
     def query_codes(self, field, vector):
         """The packed codes of one query vector."""
+        self.refresh()
         x = self.residuals(field, _stored(field, vector))
         return self.codes(field, x)[0]
 
     def derived(self, field, matrix):
         """[(hidden field, values)] for the stored vectors in ``matrix``:
         the bit codes and the inverted list."""
+        self.refresh()
         vec, out = self.model._vec, []
         x = self.residuals(field, matrix)
         for hidden in vec.hidden_of(field):
@@ -112,6 +135,7 @@ class Training(object):
     def probed_lists(self, field, vector, probes=None):
         """The inverted lists a search for ``vector`` reads, or None (all:
         before training, or no ``lists``)."""
+        self.refresh()
         centroids = self.part(field, 'centroids') if field.lists else None
         if centroids is None:
             return None
@@ -132,6 +156,7 @@ class Training(object):
     def needed(self):
         """Whether ``index()`` should train: after the first bulk load."""
         fields = self.model._vec.trained
+        self.refresh()
         if not fields or all(self.part(f, 'center') is not None
                              for f in fields):
             return False
@@ -150,6 +175,12 @@ class Training(object):
         with atomic(database):
             for field in fields:
                 self._fit(field, total, sample)
+            stamp = os.urandom(16)
+            (self._centers()
+             .insert(index=model._meta.table_name, field=STAMP, vector=stamp)
+             .on_conflict_replace()
+             .execute())
+            self._stamp = (stamp,)
             model._rewrite_table(self.rederive(fields))
         if vacuum:
             database.execute_sql('VACUUM')   # Free the copy's pages.

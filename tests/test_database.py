@@ -141,6 +141,49 @@ def test_database_proxy(tmp_path):
     db.close()
 
 
+def test_a_whole_app_on_a_database_proxy(tmp_path):
+    from peewee import TextField
+    from playhouse_vec import FTSModel, SearchField, hybrid_search
+    from conftest import counting_embedder
+    proxy = DatabaseProxy()         # Flask-style: initialized later.
+
+    class Note(Model):
+        title = TextField()
+
+        class Meta:
+            database = proxy
+
+    class NoteVec(VecModel):
+        embedding = VectorField(8, metric='cosine', lists=4, probes=1)
+
+        class Meta:
+            database = proxy
+            content = Note
+            embedder = counting_embedder()
+            embed = 'title'
+
+    class NoteFTS(FTSModel):
+        title = SearchField()
+
+        class Meta:
+            database = proxy
+            content = Note
+
+    db = new_database(str(tmp_path / 'app.db'))
+    proxy.initialize(db)
+    proxy.create_tables([Note, NoteVec, NoteFTS])
+    Note.insert_many([{'title': 'note %d about %s' % (i, ['ml', 'sql'][i % 2])}
+                      for i in range(300)]).execute()
+    assert NoteVec.index().embedded == 300
+    assert NoteVec.center(NoteVec.embedding) is not None    # Trained.
+    assert NoteVec.check_index().ok and NoteFTS.check_index().ok
+    assert len(list(NoteVec.search('note 7 about sql', k=5))) == 5
+    rows = list(hybrid_search(NoteVec, NoteFTS, text='sql', k=3))
+    assert len(rows) == 3 and all(r.fts_rank for r in rows)
+    proxy.create_tables([Note, NoteVec, NoteFTS])     # Next start-up.
+    db.close()
+
+
 def test_bind_registers(tmp_path):
     class Item(VecModel):
         embedding = VectorField(2)
