@@ -102,7 +102,8 @@ def main():
              .where(Note.course == 'vectors'))
         show('Keyword (FTS5): "bm25 ranking"',
              NoteFTS.search('bm25 ranking', k=2))
-        show('Hybrid (vector + keyword, RRF): "getting the ORM installed"',
+        show('Hybrid (vector + keyword, min-max fusion): '
+             '"getting the ORM installed"',
              hybrid_search(NoteVec, NoteFTS,
                            text='getting the ORM installed', k=3))
 

