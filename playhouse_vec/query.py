@@ -31,6 +31,7 @@ import numbers
 import operator
 from functools import reduce
 
+import numpy as np
 from peewee import Alias
 from peewee import Case
 from peewee import Column
@@ -128,6 +129,29 @@ def is_value(node):
     return not isinstance(node, Node)
 
 
+def plain_values(node):
+    """A copy of an expression with numpy scalars as Python numbers: the
+    driver binds an np.float32 as a BLOB (which compares above every
+    number) and JSON cannot encode an np.int64."""
+    if isinstance(node, (np.generic, np.ndarray)):
+        return node.tolist()      # (An array of keys for IN, too.)
+    if isinstance(node, (list, tuple)):
+        return type(node)(plain_values(item) for item in node)
+    if isinstance(node, Value) and not isinstance(node.value, Node):
+        return Value(plain_values(node.value), node.converter, node.multi)
+    if isinstance(node, Expression):
+        return Expression(plain_values(node.lhs), node.op,
+                          plain_values(node.rhs), node.flat)
+    if isinstance(node, Negated):
+        return Negated(plain_values(node.node))
+    return node
+
+
+def where_terms(query):
+    """The AND-ed terms of a query's WHERE clause, with plain values."""
+    return [plain_values(term) for term in split_and(query._where)]
+
+
 def replace_node(node, old, new):
     """A copy of an expression with ``old`` replaced by ``new``."""
     if node is old:
@@ -166,7 +190,7 @@ class FilterPlan(object):
         self.own_terms = []        # Filters on the vec0 table itself.
         self.content_terms = []
         self.join_terms = []
-        self.terms = split_and(query._where)
+        self.terms = where_terms(query)
         for term in self.terms:
             for part in self._rewrite(term):
                 self._sort(part)
@@ -588,7 +612,7 @@ class KNNSelect(ModelSelect):
         # the KNN); the outer query ranks those by the exact distance.
         model, field = self.model, self._knn_field
         distance_terms, terms = [], []
-        for term in split_and(self._where):
+        for term in where_terms(self):
             uses = any(ref is model.distance for ref in column_refs(term))
             (distance_terms if uses else terms).append(term)
         coarse = KNNSelect(model, model._vec.companions[field],

@@ -134,6 +134,15 @@ def test_bit_quantization_filters_lose_no_rows(db, data):
     assert recall(Doc, data, mask=mask) >= 0.95   # Measured 1.0.
 
 
+def test_numpy_scalar_distance_filter_on_the_rescored_path(db, data):
+    Doc = declare(db, quantize='bit', oversample=8)
+    load(Doc, data)
+    q = data[1][0]
+    limit = np.sort(1 - data[0] @ q)[4] + 1e-4      # An np.float64 ...
+    rows = list(Doc.knn(q, k=10).where(Doc.distance < np.float32(limit)))
+    assert 1 <= len(rows) <= 5 and all(r.distance < limit for r in rows)
+
+
 def test_updates_and_new_rows_keep_bits_in_step(db, data):
     Doc = declare(db, quantize='bit')
     load(Doc, data)

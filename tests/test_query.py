@@ -267,6 +267,21 @@ def test_distance_ranges(corpus):
         list(NoteVec.knn(corpus['query']).where(NoteVec.k == 3))
 
 
+@pytest.mark.parametrize('k', [20, K_MAX + 1])
+def test_numpy_scalars_in_filters_are_numbers(corpus, k):
+    NoteVec, truth, data = corpus['NoteVec'], corpus['truth'], corpus['data']
+    query = NoteVec.knn(corpus['query'], k=k).where(
+        (NoteVec.distance < np.float32(0.3)) &
+        (NoteVec.year >= np.int64(2010)))
+    check(corpus, query, (truth < 0.3) & (data['year'] >= 2010), k)
+    ids = np.arange(1, 40, dtype=np.int64)
+    query = NoteVec.knn(corpus['query'], k=k).where(NoteVec.rowid.in_(ids))
+    check(corpus, query, np.isin(np.arange(1, len(truth) + 1), ids), k)
+    query = NoteVec.knn(corpus['query'], k=k).where(
+        NoteVec.rowid == np.int64(7))
+    assert [r.rowid for r in query] == [7]
+
+
 def test_limit_offset_get_first_and_paging(corpus):
     NoteVec, truth = corpus['NoteVec'], corpus['truth']
     order = np.argsort(truth) + 1
