@@ -281,8 +281,9 @@ class VectorField(Field):
             return 'Vector for %s.%s' % (self.model.__name__, self.name)
         return 'Vector'
 
-    def to_bytes(self, value):
-        """Validate a vector and pack it as the BLOB sqlite-vec expects."""
+    def to_bytes(self, value, metric=None):
+        """Validate a vector and pack it as the BLOB sqlite-vec expects
+        (for distances by ``metric``, the field's own by default)."""
         if type(value) is PackedVector and \
                 len(value) == self.storage.nbytes(self.dimensions):
             return value
@@ -303,7 +304,7 @@ class VectorField(Field):
                                                  self.dimensions, etype.name,
                                                  hint))
             etype.check_bytes(blob, self)
-            return blob
+            return self._directed(blob, metric)
         if isinstance(value, str) or value is None:
             raise self.error('must be a list, tuple, numpy array or bytes, '
                              'got %s' % type(value).__name__)
@@ -321,7 +322,17 @@ class VectorField(Field):
                 array.shape[0], self.dimensions))
         blob = etype.pack(array, self)
         if self.quantize == 'int8':
-            return quantize_int8(np.frombuffer(blob, '<f4')).tobytes()
+            blob = quantize_int8(np.frombuffer(blob, '<f4')).tobytes()
+        return self._directed(blob, metric)
+
+    def _directed(self, blob, metric):
+        """``blob``, unless it is all zeros where the metric is cosine: it
+        has no direction, and its distance to anything would be NaN."""
+        if (metric or self.metric) == 'cosine' and \
+                not np.frombuffer(blob, self.storage.dtype).any():
+            raise self.error('is all zeros, which has no cosine distance '
+                             '(it would be NaN); leave the row out or use '
+                             "metric='l2'")
         return blob
 
     def _truncate(self, array):
@@ -356,12 +367,12 @@ class VectorField(Field):
             return value
         return self.storage.unpack(bytes(value), self.dimensions)
 
-    def sql_value(self, value):
+    def sql_value(self, value, metric=None):
         """A query vector as a SQL value tagged with this element type."""
         if isinstance(value, Node):
             return value
         # converter=False: the bytes are checked here, not again on render.
-        return self.storage.typed(Value(self.to_bytes(value),
+        return self.storage.typed(Value(self.to_bytes(value, metric),
                                         converter=False, unpack=False))
 
     def _distance(self, metric, value):
@@ -378,7 +389,7 @@ class VectorField(Field):
                                  self.model.__name__, self.name))
         register_database(self.model._meta.database)
         return METRICS[metric](self.storage.typed(self),
-                               self.sql_value(value))
+                               self.sql_value(value, metric))
 
     def distance(self, value):
         """Distance to ``value`` with the field's own metric."""

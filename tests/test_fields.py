@@ -61,6 +61,29 @@ def test_bad_vectors_are_rejected_before_writing(db, value, message):
     assert Doc.select().count() == 0
 
 
+@pytest.mark.parametrize('options', [
+    dict(), dict(element_type='int8'), dict(quantize='int8'),
+    dict(matryoshka=True)])
+def test_zero_vectors_have_no_cosine_distance(db, options):
+    from playhouse_vec import VecModel
+    Doc = type('Doc', (VecModel,), {
+        'embedding': VectorField(4, metric='cosine', **options),
+        'Meta': type('Meta', (), {'database': db, 'table_name': 'docvec'})})
+    db.create_tables([Doc])
+    zero = [0, 0, 0, 0]
+    for write in (lambda: Doc.create(embedding=zero),
+                  lambda: Doc.insert_many([{'embedding': [1, 0, 0, 0]},
+                                           {'embedding': zero}]).execute(),
+                  lambda: list(Doc.knn(zero, k=1))):
+        with pytest.raises(ValueError, match='all zeros'):
+            write()
+    assert Doc.select().count() == 0
+    make_doc(db, dimensions=4).create(embedding=zero)      # l2: fine.
+    if 'quantize' not in options:   # (int8 codes keep cosine only)
+        Doc.create(embedding=[1, 0, 0, 0])
+        assert Doc.select(Doc.embedding.l1_distance(zero)).scalar() == 1
+
+
 def test_nan_in_bytes_is_rejected(db):
     Doc = make_doc(db, dimensions=2)
     with pytest.raises(ValueError, match='NaN'):
