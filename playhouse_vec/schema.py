@@ -207,6 +207,7 @@ class DerivedSchemaManager(VirtualTableSchemaManager):
             with atomic(database):
                 rebuilt = rebuild_in_place(changes)
                 if rebuilt:
+                    self._drop_triggers()   # Made again for the new code.
                     self._record(Schema, current,
                                  'ready' if ready else 'building')
             if rebuilt:
@@ -219,6 +220,7 @@ class DerivedSchemaManager(VirtualTableSchemaManager):
             # Drop and create in one transaction: a crash leaves the old
             # index and fingerprint, and the next start-up starts over.
             database.execute_sql(self._drop_table(safe=True).query()[0])
+            self._drop_triggers()
             super(DerivedSchemaManager, self).create_table(True)
             self._forget_rows()
             self._record(Schema, current, 'building')
@@ -255,11 +257,15 @@ class DerivedSchemaManager(VirtualTableSchemaManager):
         if self.model._meta.content is not None:
             self.model._sync_triggers()
 
-    def drop_table(self, safe=True, **options):
+    def _drop_triggers(self):
         from playhouse_vec.sync import drop_triggers
+        drop_triggers(self.model._meta.database,
+                      self.model._sync_trigger_names())
+
+    def drop_table(self, safe=True, **options):
         model = self.model
         database = model._meta.database
-        drop_triggers(database, model._sync_trigger_names())
+        self._drop_triggers()
         super(DerivedSchemaManager, self).drop_table(safe, **options)
         Schema = library_models(database).schema
         Schema.delete().where(Schema.index ==

@@ -371,6 +371,36 @@ def test_a_type_change_the_rows_cannot_take_is_filled_from_content(db):
     assert stored(db, 'notevec')[1] == 'ready'
 
 
+def test_a_rebuilt_fts_index_syncs_its_new_columns(db):
+    class Note(Model):
+        title = TextField()
+        course = TextField()
+
+        class Meta:
+            database = db
+            table_name = 'note'
+
+    def index(*columns):
+        attrs = dict((c, SearchField()) for c in columns)
+        attrs['Meta'] = type('Meta', (), {
+            'database': db, 'table_name': 'notefts', 'content': Note,
+            'on_schema_change': 'rebuild'})
+        NoteFTS = type('NoteFTS', (FTSModel,), attrs)
+        db.create_tables([Note, NoteFTS])
+        return NoteFTS
+
+    index('title')
+    Note.create(title='first', course='alpha')
+    NoteFTS = index('title', 'course')
+    Note.create(title='second', course='beta')     # Synced with course.
+    assert [n.title for n in NoteFTS.search('beta')] == ['second']
+    assert [n.title for n in NoteFTS.search('alpha')] == ['first']
+    NoteFTS = index('title')
+    Note.create(title='third', course='gamma')     # No course column now.
+    assert [n.title for n in NoteFTS.search('third')] == ['third']
+    assert NoteFTS.check_index().ok
+
+
 def test_new_columns_still_need_the_content(db):
     Doc = hand_filled(db)
     Doc.create(rowid=1, embedding=np.ones(16), course='a')
