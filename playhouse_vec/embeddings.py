@@ -145,6 +145,10 @@ class FunctionEmbedder(Embedder):
 
     ``query_function`` (optional) embeds queries; without it, queries use
     ``function`` too. Both receive the texts and return an (n, dims) array.
+    ``model`` names what makes the vectors: it keys the embedding cache and
+    the stored fingerprint, so change it when the model changes. It may be
+    left out only for a function defined at module level (its module and
+    name are used), not for a lambda, a nested function or a method.
     """
     provider = 'function'
 
@@ -153,8 +157,20 @@ class FunctionEmbedder(Embedder):
         self.function = function
         self.query_function = query_function or function
         self.dimensions = int(dimensions)
-        self.model = model or getattr(function, '__qualname__',
-                                      repr(function))
+        self.model = model or self._name(function)
+
+    @staticmethod
+    def _name(function):
+        name = getattr(function, '__qualname__', '')
+        if not name or '<' in name or '.' in name or \
+                getattr(function, '__self__', None) is not None:
+            raise ValueError(
+                'FunctionEmbedder(%r) needs model=, a name for what makes '
+                'the vectors (e.g. model="my-model-v2"): it keys the '
+                'embedding cache and the schema fingerprint, and lambdas, '
+                'nested functions and methods have no name that tells two '
+                'models apart.' % (function,))
+        return '%s.%s' % (function.__module__, name)
 
     def _embed(self, texts, task, titles):
         if task == DOCUMENT_TASK:

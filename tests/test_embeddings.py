@@ -173,9 +173,31 @@ def test_function_embedder_adapts_any_callable():
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1)
     assert embedder.fingerprint['model'] == 'lengths'
     assert embedder.cache_key('x') != embedder.cache_key('x', 'QUERY')
-    bad = FunctionEmbedder(lambda texts: [[1.0, 2.0]], dimensions=2)
+    bad = FunctionEmbedder(lambda texts: [[1.0, 2.0]], dimensions=2,
+                           model='one')
     with pytest.raises(EmbeddingError, match='1 vectors for 2 texts'):
         bad.embed_documents(['a', 'b'])
+
+
+class Encoder(object):
+    def encode(self, texts):
+        return [[1.0, 0.0] for _ in texts]
+
+
+def module_level_encoder(texts):
+    return [[1.0, 0.0] for _ in texts]
+
+
+def test_function_embedder_names_its_model():
+    # Two lambdas, or the encode() of two model objects, must not share
+    # cached vectors: they need a name.
+    for function in (lambda texts: texts, Encoder().encode, Encoder.encode):
+        with pytest.raises(ValueError, match='needs model='):
+            FunctionEmbedder(function, dimensions=2)
+    assert FunctionEmbedder(module_level_encoder, 2).model == \
+        'test_embeddings.module_level_encoder'
+    assert FunctionEmbedder(Encoder().encode, 2, model='a').cache_key('x') \
+        != FunctionEmbedder(Encoder().encode, 2, model='b').cache_key('x')
 
 
 def test_vertex_ai_without_credentials(monkeypatch, tmp_path):

@@ -143,7 +143,7 @@ def test_failure_mid_way_keeps_finished_batches_and_resumes(db, fake):
 
 def test_deleted_and_emptied_rows_lose_their_vectors(db):
     embedder = FunctionEmbedder(lambda texts: [[len(t), 1] for t in texts],
-                                dimensions=2)
+                                dimensions=2, model='lengths')
     Note, NoteVec = declare(db, embedder, dims=2,
                             embed=('title', 'body'))
     for i in range(5):
@@ -172,7 +172,7 @@ def test_index_fills_derived_columns(db, field):
     def embed(texts):
         return [np.random.default_rng(len(t) * 7 + t.count('a')).normal(
             size=16) for t in texts]
-    Note, NoteVec = declare(db, FunctionEmbedder(embed, dimensions=16),
+    Note, NoteVec = declare(db, FunctionEmbedder(embed, 16, model='seeded'),
                             dims=16, field=field)
     Note.insert_many([{'title': 'note %d' % i, 'body': 'a' * (i % 40)}
                       for i in range(300)]).execute()
