@@ -43,6 +43,7 @@ from peewee import Join
 from peewee import ModelDictCursorWrapper
 from peewee import ModelObjectCursorWrapper
 from peewee import ModelSelect
+from peewee import database_required
 from peewee import Negated
 from peewee import Node
 from peewee import NodeList
@@ -465,6 +466,12 @@ class KNNSelect(ModelSelect):
                 return wrapper
         return super(KNNSelect, self)._execute(database)
 
+    @database_required
+    def exists(self, database):
+        # Peewee's exists() puts a LIMIT next to the KNN's k, which vec0
+        # rejects: page to the first row instead.
+        return len(self.limit(1).offset(None).execute(database)) > 0
+
     def joined_models(self):
         """The models in the FROM clause, joins included."""
         found = set()
@@ -762,6 +769,10 @@ class KNNRowWrapper(ModelObjectCursorWrapper):
         self.row_cache = [self.process_row(row) for row in rows]
         self.count = len(rows)
         self.populated = True
+
+    def iterator(self):
+        # The rows are read already (the cursor is closed).
+        return iter(self.row_cache)
 
 
 def compiled_with_alias(query):

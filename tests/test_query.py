@@ -282,6 +282,18 @@ def test_numpy_scalars_in_filters_are_numbers(corpus, k):
     assert [r.rowid for r in query] == [7]
 
 
+def test_iterator_and_exists(corpus):
+    NoteVec, Note, q = corpus['NoteVec'], corpus['Note'], corpus['query']
+    for query in (NoteVec.knn(q, k=5),      # The plain, compiled-once path.
+                  NoteVec.knn(q, k=5).where(NoteVec.course == 'rare'),
+                  NoteVec.knn(q, k=5).where(Note.course == 'rare')):
+        assert [r.rowid for r in query.iterator()] == \
+            [r.rowid for r in query.clone()]
+        assert query.exists()
+    assert not NoteVec.knn(q, k=5).where(NoteVec.course == 'none').exists()
+    assert not NoteVec.knn(q, k=5).where(Note.course == 'none').exists()
+
+
 def test_limit_offset_get_first_and_paging(corpus):
     NoteVec, truth = corpus['NoteVec'], corpus['truth']
     order = np.argsort(truth) + 1
