@@ -638,10 +638,12 @@ class VecModel(VirtualModel):
         nothing, when the vectors or a column must be made again from the
         content; raises SchemaChanged when that cannot be done.
         """
-        for key, _, _ in changes:
+        for key, old, new in changes:
             if key != 'ddl' and not (key.startswith('vectors.') and
                                      key.rsplit('.', 1)[1] in REINDEXED):
                 return False
+            if key.endswith('.quantize') and 'int8' in (old, new):
+                return False    # The stored vectors themselves change.
         database = cls._meta.database
         table = cls._meta.table_name
         kept = set(c.name for c in database.get_columns(table))

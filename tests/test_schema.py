@@ -401,6 +401,24 @@ def test_a_rebuilt_fts_index_syncs_its_new_columns(db):
     assert NoteFTS.check_index().ok
 
 
+def test_int8_on_or_off_refills_from_the_content(app):
+    db, _ = app
+    for options in (dict(quantize='int8'), dict()):
+        embedder = counting_embedder()
+        _, NoteVec, _ = start(db, embedder, policy='rebuild', extra={
+            'embedding': VectorField(8, metric='cosine', **options)})
+        assert embedder.calls == 0          # From the cache.
+        assert NoteVec.select().count() == 40
+        assert NoteVec.get().embedding.dtype == (
+            np.int8 if options else np.float32)
+    # Without an embedder the floats cannot be made again: nothing changes.
+    Doc = hand_filled(db)
+    Doc.create(rowid=1, embedding=np.ones(16), course='a')
+    with pytest.raises(Exception, match='no Meta.embedder'):
+        hand_filled(db, quantize='int8')
+    assert Doc.get().embedding.dtype == np.float32
+
+
 def test_new_columns_still_need_the_content(db):
     Doc = hand_filled(db)
     Doc.create(rowid=1, embedding=np.ones(16), course='a')
