@@ -116,8 +116,7 @@ class VecColumn(object):
                                  'NULL.' % (field.model.__name__, field.name))
             return field.pack(value)
         if value is None:
-            if self.role in ('auxiliary', 'primary key') and \
-                    (self.role == 'auxiliary' or self.vtype == 'integer'):
+            if self.nullable:
                 return value
             raise ValueError(
                 '%s.%s is a %s column of a vec0 table and cannot be NULL '
@@ -131,8 +130,9 @@ class VecColumn(object):
 
     @property
     def nullable(self):
+        """Whether NULL may be written (an integer key is then chosen)."""
         return self.role == 'auxiliary' or (
-            self.role in ('rowid', 'primary key') and self.vtype == 'integer')
+            self.role == 'primary key' and self.vtype == 'integer')
 
     def converted(self, value):
         """SQL for ``value`` (a stored value) in this column's type, NULL
