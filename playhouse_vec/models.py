@@ -380,8 +380,8 @@ class VecTable(object):
 class VecSchemaManager(DerivedSchemaManager):
     """Writes vec0 DDL: bare names, vec0 types and roles, chunk_size.
 
-    With ``Meta.content``, a trigger deletes a vector when its content
-    row is deleted."""
+    With ``Meta.content``, triggers delete a vector when its content row
+    is deleted and move it when the content row's key changes."""
     def _create_virtual_table(self, safe=True, **options):
         ctx = self._create_context()
         ctx.literal('CREATE VIRTUAL TABLE ')

@@ -69,11 +69,12 @@ def _row(prefix, columns):
                      for c in columns], glue=', ')
 
 
-def _create_trigger(database, name, event, content, statements):
+def _create_trigger(database, name, event, content, statements, when=None):
     body = [NodeList((statement, SQL(';'))) for statement in statements]
     sql = _render(database, [
         SQL('CREATE TRIGGER IF NOT EXISTS'), Entity(name), event,
-        SQL('ON'), Entity(content._meta.table_name), SQL('BEGIN'),
+        SQL('ON'), Entity(content._meta.table_name), when or SQL(''),
+        SQL('BEGIN'),
         NodeList(body), SQL('END')])
     database.execute_sql(sql)
 
@@ -120,20 +121,66 @@ def install_fts_triggers(fts_model, columns):
 
 
 def vec_trigger_names(vec_model):
-    return [vec_model._meta.table_name + '_ad']
+    name = vec_model._meta.table_name
+    return [name + '_ad', name + '_au']
+
+
+def _literal(text):
+    return SQL("'%s'" % text.replace("'", "''"))
 
 
 def install_vec_triggers(vec_model):
-    """Delete a vec0 row when its content row is deleted."""
+    """Make a vec0 table follow its content table's keys.
+
+    Deleting a content row deletes its vector. Changing a content row's
+    primary key moves its vector (and its ``index()`` state) to the new
+    key: vec0 ignores an UPDATE of rowid, and its INSERT ... SELECT loses
+    the int8/bit type tags, so each column is copied by a scalar subquery
+    in a VALUES row, wrapped in the constructor of its element type.
+    """
+    from playhouse_vec.schema import library_models
     database = vec_model._meta.database
     content = vec_model._meta.content
     pk = content._meta.primary_key.column_name
-    delete = NodeList((
-        SQL('DELETE FROM'), Entity(vec_model._meta.table_name), SQL('WHERE'),
-        Entity(vec_model._meta.primary_key.column_name), SQL('='),
-        _row('OLD', [pk])))
-    _create_trigger(database, vec_trigger_names(vec_model)[0],
-                    SQL('AFTER DELETE'), content, [delete])
+    vec = Entity(vec_model._meta.table_name)
+    key = Entity(vec_model._meta.primary_key.column_name)
+
+    def where_key(prefix):
+        return NodeList((SQL('WHERE'), key, SQL('='), _row(prefix, [pk])))
+
+    def delete(prefix):
+        return NodeList((SQL('DELETE FROM'), vec, where_key(prefix)))
+
+    columns = [c.field for c in vec_model._vec.columns.values()
+               if c.role not in ('rowid', 'primary key')]
+    values = []
+    for field in columns:
+        old = NodeList((SQL('SELECT'), Entity(field.column_name),
+                        SQL('FROM'), vec, where_key('OLD')), parens=True)
+        storage = getattr(field, 'storage', None)
+        values.append(storage.typed(old) if storage is not None else old)
+    move = NodeList((
+        SQL('INSERT INTO'), vec,
+        NodeList([key] + [Entity(f.column_name) for f in columns],
+                 glue=', ', parens=True),
+        SQL('VALUES'),
+        NodeList([_row('NEW', [pk])] + values, glue=', ', parens=True)))
+    State = library_models(database).rows
+    move_state = NodeList((
+        SQL('UPDATE OR REPLACE'), Entity(State._meta.table_name),
+        SQL('SET'), Entity(State.row.column_name), SQL('='),
+        _row('NEW', [pk]), SQL('WHERE'), Entity(State.index.column_name),
+        SQL('='), _literal(vec_model._meta.table_name), SQL('AND'),
+        Entity(State.row.column_name), SQL('='), _row('OLD', [pk])))
+    when = NodeList((
+        SQL('WHEN'), _row('OLD', [pk]), SQL('IS NOT'), _row('NEW', [pk]),
+        SQL('AND EXISTS (SELECT 1 FROM'), vec, where_key('OLD'), SQL(')')))
+    ad, au = vec_trigger_names(vec_model)
+    _create_trigger(database, ad, SQL('AFTER DELETE'), content,
+                    [delete('OLD')])
+    _create_trigger(database, au, NodeList((
+        SQL('AFTER UPDATE OF'), Entity(pk))), content,
+        [delete('NEW'), move, delete('OLD'), move_state], when=when)
     require_recursive_triggers(database)
 
 

@@ -164,6 +164,70 @@ def test_deleted_and_emptied_rows_lose_their_vectors(db):
 
 
 @pytest.mark.parametrize('field', [
+    {}, dict(quantize='bit', oversample=64), dict(quantize='int8'),
+    dict(lists=4, probes=4)])
+def test_changed_content_key_moves_its_vector(db, field):
+    calls = []
+
+    def embed(texts):
+        calls.append(len(texts))
+        return [np.random.default_rng(len(t)).normal(size=16) for t in texts]
+    Note, NoteVec = declare(db, FunctionEmbedder(embed, 16, model='len'),
+                            dims=16, field=field)
+    Note.insert_many([{'title': 'n' * i} for i in range(1, 301)]).execute()
+    NoteVec.index()
+    before = NoteVec.get_by_id(7)
+    NoteVec.insert(rowid=1000, embedding=embed(['x'])[0], course='old').\
+        execute()                           # An orphan at the new key.
+    Note.update(id=1000).where(Note.id == 7).execute()
+    Note.update(id=2000).where(Note.id == 999).execute()   # Not indexed.
+    moved = NoteVec.get_by_id(1000)
+    assert not NoteVec.select().where(NoteVec.rowid == 7).exists()
+    assert moved.course == before.course
+    assert bytes(np.asarray(moved.embedding).tobytes()) == \
+        bytes(np.asarray(before.embedding).tobytes())
+    assert NoteVec.check_index().ok
+    done = len(calls)
+    stats = NoteVec.index()
+    assert len(calls) == done and stats.updated == 0
+    q = embed(['n' * 7 + '\n'])[0]    # The text of note 7.
+    assert [r.rowid for r in NoteVec.knn(q, k=1)] == [1000]
+
+
+def test_changed_text_key_moves_vectors_written_by_hand(db):
+    # No embedder: the vectors exist nowhere else, so they must move.
+    class Page(Model):
+        slug = TextField(primary_key=True)
+        course = TextField()
+
+        class Meta:
+            database = db
+
+    class PageVec(VecModel):
+        slug = TextField(primary_key=True)
+        small = VectorField(4, element_type='int8')
+        bits = VectorField(8, element_type='bit')
+        course = TextField()
+        note = TextField(null=True)
+
+        class Meta:
+            database = db
+            content = Page
+            auxiliary_columns = ['note']
+
+    db.create_tables([Page, PageVec])
+    Page.create(slug='a', course='ml')
+    PageVec.create(slug='a', small=[1, -2, 3, -4], bits=bytes([5]),
+                   course='ml', note="it's")
+    Page.update(slug="b'c").where(Page.slug == 'a').execute()
+    row = PageVec.get_by_id("b'c")
+    assert list(row.small) == [1, -2, 3, -4]
+    assert bytes(np.packbits(row.bits, bitorder='little')) == bytes([5])
+    assert (row.course, row.note) == ('ml', "it's")
+    assert PageVec.select().count() == 1 and PageVec.check_index().ok
+
+
+@pytest.mark.parametrize('field', [
     dict(lists=4, probes=4), dict(quantize='bit', oversample=64),
     dict(lists=4, probes=4, quantize='bit', oversample=64)])
 def test_index_fills_derived_columns(db, field):
