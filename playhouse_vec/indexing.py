@@ -175,6 +175,7 @@ class Indexer(object):
             keys = [getattr(r, '_pk', r) for r in rows]
         plan = self.plan(keys)
         work, orphans, have = plan.work, plan.orphans, plan.have
+        self._check_copied(work)
         stats['unchanged'] = plan.unchanged
         stats['skipped'] = len(plan.empty)
         if orphans:
@@ -198,6 +199,29 @@ class Indexer(object):
                 progress(min(total, start + batch_size), total)
         return stats
 
+    def _check_copied(self, work):
+        """Raise ValueError naming the content rows whose copied values
+        the vec0 table cannot hold, before anything is embedded or
+        written (a NULL metadata value would fail the run half-way)."""
+        columns = self.model._vec.columns
+        bad = collections.OrderedDict()    # Message: content keys.
+        for key, text, title, cache_key, state, values in work:
+            for field, source in self.copied:
+                try:
+                    columns[field].check(values[field.name])
+                except ValueError as exc:
+                    bad.setdefault(str(exc).rstrip('.'), []).append(key)
+        if bad:
+            name = self.content.__name__
+            described = '; '.join('%s %s%s: %s' % (
+                name, ', '.join(repr(k) for k in keys[:10]),
+                ' and %d more' % (len(keys) - 10) if len(keys) > 10 else '',
+                message) for message, keys in bad.items())
+            raise ValueError(
+                '%s.index() cannot copy these %s rows: %s. Correct them and '
+                'run index() again; nothing was embedded or written.' % (
+                    self.model.__name__, name, described))
+
     def _write(self, batch, stats, Cache, State, name, database):
         cache_keys = list(dict.fromkeys(item[3] for item in batch))
         found = {}
@@ -216,16 +240,17 @@ class Indexer(object):
                 titles=[first[k][2] for k in missing] if self.title
                 else None)
             new = dict(zip(missing, vectors))
-        else:
-            new = {}
-        with atomic(database):
-            if new:
+            with atomic(database):
+                # Kept on its own: a failed write loses no paid-for vectors.
                 (Cache
                  .insert_many([(k, v.astype(np.float32).tobytes())
                                for k, v in new.items()],
                               fields=[Cache.key, Cache.vector])
                  .on_conflict_ignore()
                  .execute())
+        else:
+            new = {}
+        with atomic(database):
             rows = []
             for key, text, title, cache_key, state, values in batch:
                 values = dict(values)

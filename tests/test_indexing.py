@@ -16,6 +16,7 @@ from playhouse_vec.embeddings import FunctionEmbedder
 pytest.importorskip('google.genai')
 from playhouse_vec.embeddings import GoogleEmbedder  # noqa: E402
 
+from conftest import counting_embedder  # noqa: E402
 from fake_gemini import FakeGemini  # noqa: E402
 
 
@@ -138,6 +139,52 @@ def test_failure_mid_way_keeps_finished_batches_and_resumes(db, fake):
     assert NoteVec.check_index().missing == list(range(11, 31))
     stats = NoteVec.index(batch_size=10)
     assert stats.embedded == 20 and stats.unchanged == 10
+    assert NoteVec.check_index().ok
+
+
+def test_values_vec0_cannot_hold_are_named_before_embedding(db):
+    class Note(Model):
+        title = TextField()
+        course = TextField(null=True)
+
+        class Meta:
+            database = db
+
+    class NoteVec(VecModel):
+        embedding = VectorField(8)
+        course = TextField()
+
+        class Meta:
+            database = db
+            content = Note
+            embed = 'title'
+            embedder = counting_embedder()
+
+    db.create_tables([Note, NoteVec])
+    embedder = NoteVec._meta.embedder
+    Note.insert_many([{'title': 'note %d' % i,
+                       'course': None if i in (5, 9) else 'ml'}
+                      for i in range(1, 21)]).execute()
+    with pytest.raises(ValueError, match=r'cannot copy these Note rows: '
+                       r'Note 5, 9: NoteVec.course .*cannot be NULL'):
+        NoteVec.index()
+    assert embedder.calls == 0 and NoteVec.select().count() == 0
+    Note.update(course='de').where(Note.course.is_null()).execute()
+    assert NoteVec.index().embedded == 20 and NoteVec.check_index().ok
+
+
+def test_vectors_embedded_before_a_failed_write_are_kept(db):
+    Note, NoteVec = declare(db, counting_embedder(), dims=8)
+    embedder = NoteVec._meta.embedder
+    Note.insert_many([{'title': 'note %d' % i} for i in range(10)]).execute()
+    db.execute_sql("create trigger fail before insert on playhouse_vec_rows "
+                   "begin select raise(abort, 'disk full'); end")
+    with pytest.raises(Exception, match='disk full'):
+        NoteVec.index()
+    assert embedder.calls == 10 and NoteVec.select().count() == 0
+    db.execute_sql('drop trigger fail')
+    stats = NoteVec.index()
+    assert embedder.calls == 10 and stats.cached == 10
     assert NoteVec.check_index().ok
 
 
