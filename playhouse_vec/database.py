@@ -135,6 +135,8 @@ def register_database(database):
     # Peewee has no public per-connection hook; wrapping the instance's
     # own hook keeps the user's database class and settings untouched.
     database._add_conn_hooks = _add_conn_hooks
+    if isinstance(database, SqliteQueueDatabase):
+        _route_queue(database)
     database._vec_registered = True
 
     if hasattr(database, 'close_idle'):
@@ -200,12 +202,87 @@ def _has_sqlite_vec(database):
     return True
 
 
-def atomic(database):
-    """A transaction, or nothing where the database cannot hold one.
+def _route_queue(database):
+    """Let a thread run statements on its own connection of a
+    ``SqliteQueueDatabase`` inside :func:`direct`.
 
-    ``SqliteQueueDatabase`` runs each write on its own in a writer thread
-    and has no transactions; there each statement stands alone.
+    The queue sends every statement that does not start with SELECT to its
+    writer thread: a ``WITH ... SELECT`` search would wait behind writes
+    (and its cursor is gone on Peewee 4.5), and statements that must share
+    a transaction or a TEMP table would land on two connections.
     """
+    queued = database.execute_sql
+    own = super(SqliteQueueDatabase, database).execute_sql
+    local = database._vec_direct = threading.local()
+
+    def execute_sql(sql, params=None, *args, **kwargs):
+        if getattr(local, 'depth', 0):
+            return own(sql, params)
+        return queued(sql, params, *args, **kwargs)
+    database.execute_sql = execute_sql
+
+
+@contextlib.contextmanager
+def direct(database):
+    """Run this thread's statements on its own connection (on a
+    ``SqliteQueueDatabase``; other databases always do)::
+
+        with direct(db):
+            cursor = db.execute(search)     # a WITH ... SELECT
+    """
+    database = resolved(database)
+    local = getattr(database, '_vec_direct', None)
+    if local is None:
+        yield
+        return
+    local.depth = getattr(local, 'depth', 0) + 1
+    try:
+        yield
+    finally:
+        local.depth -= 1
+
+
+@contextlib.contextmanager
+def _queue_transaction(database):
+    # The queue has no transactions of its own; this thread takes SQLite's
+    # write lock on its connection (the writer thread waits, up to its
+    # busy timeout) and runs every statement there until COMMIT.
+    local = database._vec_direct
+    level = getattr(local, 'transactions', 0)
+    savepoint = 'playhouse_vec_%d' % level
+    if not level and not database.is_stopped():
+        # Writes queued before (CREATE TABLE, say) must land first: wait
+        # for a no-op queued behind them.
+        database.execute_sql('PRAGMA data_version').fetchall()
+    with direct(database):
+        database.execute_sql('SAVEPOINT %s' % savepoint if level
+                             else 'BEGIN IMMEDIATE')
+        local.transactions = level + 1
+        try:
+            yield
+        except BaseException:
+            if level:
+                database.execute_sql('ROLLBACK TO %s' % savepoint)
+                database.execute_sql('RELEASE %s' % savepoint)
+            elif database.connection().in_transaction:
+                database.execute_sql('ROLLBACK')
+            raise
+        else:
+            database.execute_sql('RELEASE %s' % savepoint if level
+                                 else 'COMMIT')
+        finally:
+            local.transactions = level
+
+
+def atomic(database):
+    """A transaction (a savepoint when nested).
+
+    On a ``SqliteQueueDatabase``, which has no transactions, the calling
+    thread runs the block's statements on its own connection inside
+    ``BEGIN IMMEDIATE ... COMMIT``; the writer thread waits meanwhile.
+    """
+    database = resolved(database)
     if isinstance(database, SqliteQueueDatabase):
-        return contextlib.nullcontext()
+        register_database(database)
+        return _queue_transaction(database)
     return database.atomic()

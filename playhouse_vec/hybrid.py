@@ -17,12 +17,11 @@ import numbers
 from peewee import SQL
 from peewee import Case
 from peewee import JOIN
-from peewee import ModelSelect
 from peewee import Select
 from peewee import Value
 from peewee import fn
 
-from playhouse_vec.query import compiled_with_alias
+from playhouse_vec.query import CompiledSelect
 from playhouse_vec.query import models_in
 from playhouse_vec.query import split_and
 
@@ -32,7 +31,7 @@ EXTRA_COLUMNS = ('score', 'vec_rank', 'fts_rank', 'distance', 'bm25')
 DEFAULT_WEIGHTS = {'vec': 1.0, 'fts': 1.5}
 
 
-class HybridSelect(ModelSelect):
+class HybridSelect(CompiledSelect):
     """
     Content-model rows ranked by fused vector and full-text scores.
 
@@ -162,9 +161,6 @@ class HybridSelect(ModelSelect):
         query._order_by = [fused.c.score.desc(), pk]
         query._limit, query._offset = self._limit, self._offset
         return query
-
-    def __sql__(self, ctx):
-        return ctx.sql(compiled_with_alias(self))
 
 
 def _normalise(value, spread):

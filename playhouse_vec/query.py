@@ -56,6 +56,8 @@ from peewee import Value
 from peewee import WrappedNode
 from peewee import fn
 
+from playhouse_vec.database import direct
+
 
 K_MAX = 4096  # SQLITE_VEC_VEC0_K_MAX in sqlite-vec 0.1.9.
 DEFAULT_K = 10
@@ -331,7 +333,25 @@ def _split_or(node):
     return [node]
 
 
-class KNNSelect(ModelSelect):
+class CompiledSelect(ModelSelect):
+    """A ModelSelect that compiles to another query, ``compiled()`` (with
+    CTEs), read on the calling thread's connection even on a
+    ``SqliteQueueDatabase`` (which would queue ``WITH ...`` as a write)."""
+    def compiled(self):
+        raise NotImplementedError
+
+    def __sql__(self, ctx):
+        compiled = self.compiled()
+        if self._alias:
+            compiled = compiled.alias(self._alias)
+        return ctx.sql(compiled)
+
+    def _execute(self, database):
+        with direct(database):
+            return super(CompiledSelect, self)._execute(database)
+
+
+class KNNSelect(CompiledSelect):
     """
     A ``ModelSelect`` of the k rows nearest to a query vector.
 
@@ -461,7 +481,8 @@ class KNNSelect(ModelSelect):
 
     def _execute(self, database):
         if self._cursor_wrapper is None:
-            wrapper = self._execute_plain(database)
+            with direct(database):
+                wrapper = self._execute_plain(database)
             if wrapper is not None:
                 return wrapper
         return super(KNNSelect, self)._execute(database)
@@ -707,9 +728,6 @@ class KNNSelect(ModelSelect):
                 outer = outer.order_by(SQL(str(position)))
         return outer
 
-    def __sql__(self, ctx):
-        return ctx.sql(compiled_with_alias(self))
-
 
 class PlainSearch(object):
     """The SQL of a plain search, its parameters, and how its result
@@ -773,14 +791,6 @@ class KNNRowWrapper(ModelObjectCursorWrapper):
     def iterator(self):
         # The rows are read already (the cursor is closed).
         return iter(self.row_cache)
-
-
-def compiled_with_alias(query):
-    """A query's compiled() form, keeping the alias given to the query."""
-    compiled = query.compiled()
-    if query._alias:
-        compiled = compiled.alias(query._alias)
-    return compiled
 
 
 def _column_name(node, index):

@@ -105,7 +105,8 @@ def library_models(database):
                         'table_name': model._meta.table_name}),
                     '__module__': __name__})
                 for model in LIBRARY_MODELS)
-            database.create_tables(models, safe=True)
+            with atomic(database):      # Done before the first read.
+                database.create_tables(models, safe=True)
             models = _bound[database] = LibraryModels(*models)
     return models
 

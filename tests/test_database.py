@@ -115,6 +115,71 @@ def test_queue_database(tmp_path):
         db.close()
 
 
+def test_queue_database_trains_searches_and_rolls_back(tmp_path):
+    # The queue sends statements not starting with SELECT to its writer:
+    # WITH ... searches and multi-statement writes must not go there.
+    import numpy as np
+    from peewee import TextField
+    from playhouse_vec import FTSModel
+    from playhouse_vec import SearchField
+    from playhouse_vec import hybrid_search
+    from playhouse_vec.database import atomic
+
+    db = SqliteQueueDatabase(str(tmp_path / 'q.db'))
+
+    class Doc(Model):
+        title = TextField()
+
+        class Meta:
+            database = db
+
+    class DocVec(VecModel):
+        embedding = VectorField(8, quantize='bit', lists=4, probes=4,
+                                oversample=64)
+
+        class Meta:
+            database = db
+            content = Doc
+
+    class DocFTS(FTSModel):
+        title = SearchField()
+
+        class Meta:
+            database = db
+            content = Doc
+
+    try:
+        db.create_tables([Doc, DocVec, DocFTS])
+        rng = np.random.default_rng(3)
+        vectors = rng.normal(size=(300, 8))
+        with atomic(db):
+            for i, vector in enumerate(vectors, 1):
+                Doc.insert(id=i, title='doc %d' % i).execute()
+                DocVec.insert(rowid=i, embedding=vector).execute()
+        DocVec.train(vacuum=False)
+        lists = set(r for (r,) in DocVec.select(
+            DocVec.embedding_list).tuples())
+        assert lists == {0, 1, 2, 3}     # Every row moved to its list.
+        q = vectors[41]
+        assert [r.rowid for r in DocVec.knn(q, k=3)][0] == 42
+        assert DocVec.knn(q, k=3).limit(1).get().rowid == 42
+        found = hybrid_search(DocVec, DocFTS, text='doc 42', vector=q, k=3)
+        assert [d.id for d in found][0] == 42
+        with pytest.raises(RuntimeError):
+            with atomic(db):
+                Doc.insert(id=1000, title='kept').execute()
+                with pytest.raises(KeyError):
+                    with atomic(db):
+                        Doc.insert(id=1001, title='undone').execute()
+                        raise KeyError
+                assert Doc.select().where(Doc.id >= 1000).count() == 1
+                raise RuntimeError
+        assert not Doc.select().where(Doc.id >= 1000).exists()
+    finally:
+        db.stop()
+        db.close()
+
+
 @pytest.mark.skipif(not hasattr(__import__('playhouse.sqlite_ext').sqlite_ext,
                                 'SqliteExtDatabase'),
                     reason='SqliteExtDatabase was removed in Peewee 4')
