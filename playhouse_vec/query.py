@@ -162,8 +162,17 @@ def replace_node(node, old, new):
     if isinstance(node, Expression):
         return Expression(replace_node(node.lhs, old, new), node.op,
                           replace_node(node.rhs, old, new), node.flat)
-    if isinstance(node, Negated):
-        return Negated(replace_node(node.node, old, new))
+    if isinstance(node, (WrappedNode, Function, NodeList)):
+        # Alias, Negated, Ordering..., fn.X(...) and SQL node lists.
+        copy = node.clone()
+        for attr in ('node', 'arguments', 'nodes'):
+            if attr in node.__dict__:
+                value = getattr(node, attr)
+                setattr(copy, attr, [replace_node(v, old, new)
+                                     for v in value]
+                        if isinstance(value, (list, tuple))
+                        else replace_node(value, old, new))
+        return copy
     return node
 
 
@@ -683,6 +692,34 @@ class KNNSelect(CompiledSelect):
             query = query.where(reduce(operator.and_, where))
         return query
 
+    def _grouped_query(self):
+        # GROUP BY a vec0 column makes SQLite ask vec0 for rows in that
+        # order, which it refuses: rank the k keys first (any search path),
+        # then group the rows read by key. ORDER BY, LIMIT and OFFSET apply
+        # to the groups.
+        model = self.model
+        keys = self.clone()
+        keys._knn_k = self._knn_k or DEFAULT_K
+        keys._group_by = keys._having = keys._order_by = None
+        keys._limit = keys._offset = keys._distinct = None
+        keys._returning = self._key_columns()
+        inner = keys.compiled()
+        ctes, inner._cte_list = list(inner._cte_list or ()), None
+        top = inner.cte('knn_grouped', materialized=True)
+        distance = top.c.knn_distance
+
+        def exact(node):
+            return replace_node(node, model.distance, distance)
+        query = self._keyed_query(
+            top, ctes + [top],
+            [exact(node) for node in self._returning_with(distance)], [],
+            [exact(node) for node in self._order_by or ()], self._limit)
+        query._offset = self._offset
+        query._group_by = [exact(node) for node in self._group_by or ()]
+        if self._having is not None:
+            query._having = exact(self._having)
+        return query
+
     def _coarse_codes(self):
         """quantize='bit': the query's packed bit codes, made once (a plain
         search finds them among the parameters by identity)."""
@@ -704,6 +741,8 @@ class KNNSelect(CompiledSelect):
 
     def compiled(self):
         """The plain query this KNN search runs as."""
+        if self._group_by or self._having:
+            return self._grouped_query()
         self._check_order()
         model = self.model
         if self.k > K_MAX:

@@ -6,6 +6,7 @@ import pytest
 from peewee import ImproperlyConfigured
 from peewee import Model
 from peewee import TextField
+from peewee import fn
 
 from playhouse_vec import VecModel
 from playhouse_vec import VectorField
@@ -488,3 +489,27 @@ def test_inverted_lists_with_a_join(db, data, options):
     rare = Doc.knn(q, k=5).join(Tag, on=(Tag.doc == Doc.rowid)).where(
         Tag.tag == 'rare')
     assert len(list(rare)) == 5
+
+
+@pytest.mark.parametrize('options', [
+    dict(quantize='bit', oversample=16), dict(lists=8, probes=3),
+    dict(lists=8, probes=3, quantize='bit', oversample=16)])
+def test_group_by_on_quantized_and_probed_searches(db, data, options):
+    Doc = declare(db, **options)
+    load(Doc, data)
+    Doc.train()
+    q = data[1][5]
+    nearest = [(r.course, r.distance) for r in Doc.knn(q, k=30)]
+    expected = {}
+    for course, distance in nearest:
+        n, best = expected.get(course, (0, 2.0))
+        expected[course] = (n + 1, min(best, distance))
+    grouped = (Doc.knn(q, k=30)
+               .select(Doc.course, fn.COUNT(Doc.rowid),
+                       fn.MIN(Doc.distance))
+               .group_by(Doc.course).tuples())
+    got = dict((c, (n, best)) for c, n, best in grouped)
+    assert set(got) == set(expected)
+    for course, (n, best) in got.items():
+        assert n == expected[course][0]
+        assert abs(best - expected[course][1]) < 1e-6

@@ -337,6 +337,40 @@ def test_rows_are_model_instances_with_distance_and_joins(corpus):
     assert set(as_dicts[0]) == {'rowid', 'distance'}
 
 
+def test_group_by_aggregates_over_the_k_nearest(corpus):
+    # GROUP BY a vec0 column alone made vec0 refuse the ORDER BY SQLite
+    # asked it for; the k nearest are ranked first, then grouped.
+    NoteVec, Note, q = corpus['NoteVec'], corpus['Note'], corpus['query']
+    nearest = list(NoteVec.knn(q, k=40).where(NoteVec.year >= 2010))
+    expected = {}
+    for row in nearest:
+        count, best = expected.get(row.course, (0, 2.0))
+        expected[row.course] = (count + 1, min(best, row.distance))
+    count = fn.COUNT(NoteVec.rowid)
+    grouped = (NoteVec.knn(q, k=40)
+               .select(NoteVec.course, count.alias('n'),
+                       fn.MIN(NoteVec.distance).alias('best'))
+               .where(NoteVec.year >= 2010)
+               .group_by(NoteVec.course))
+    got = dict((c, (n, best)) for c, n, best in grouped.tuples())
+    assert set(got) == set(expected)
+    for course, (n, best) in got.items():
+        assert n == expected[course][0]
+        assert abs(best - expected[course][1]) < 1e-6
+    # Through a join, with HAVING; LIMIT counts groups, not neighbours.
+    joined = (NoteVec.knn(q, k=40)
+              .select(Note.course, count.alias('n'))
+              .join(Note, on=(Note.id == NoteVec.rowid))
+              .where(NoteVec.year >= 2010)
+              .group_by(Note.course)
+              .having(count >= 5)
+              .order_by(count.desc()))
+    assert [(c, n) for c, n in joined.tuples()] == sorted(
+        [(c, v[0]) for c, v in expected.items() if v[0] >= 5],
+        key=lambda item: -item[1])
+    assert len(list(joined.limit(1).tuples())) == 1
+
+
 def test_plain_search_compiles_once_and_matches_the_general_path(corpus):
     NoteVec, rng = corpus['NoteVec'], corpus['rng']
     NoteVec._vec.plain_sql.clear()
