@@ -194,6 +194,23 @@ def require_recursive_triggers(database):
         database.execute_sql('PRAGMA recursive_triggers = ON')
 
 
+def reclaim_space(database):
+    """
+    ``VACUUM``: give the pages of deleted rows back to the file system.
+    Skipped inside a transaction, where SQLite refuses it (failing would
+    roll back the caller's work); the free pages are reused by later
+    writes, and the next ``reclaim_space()`` outside a transaction frees them.
+    Returns whether it ran.
+    """
+    database = resolved(database)
+    if database.in_transaction() or (
+            not database.is_closed() and
+            database.connection().in_transaction):
+        return False
+    database.execute_sql('VACUUM')
+    return True
+
+
 def _has_sqlite_vec(database):
     try:
         database.connection().execute('select vec_version()')

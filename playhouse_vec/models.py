@@ -48,6 +48,7 @@ from playhouse.sqlite_ext import VirtualModel
 
 from playhouse_vec.database import atomic
 from playhouse_vec.database import register_database
+from playhouse_vec.database import reclaim_space
 from playhouse_vec.fields import PackedVector
 from playhouse_vec.fields import VectorField
 from playhouse_vec.indexing import Indexer
@@ -545,7 +546,7 @@ class VecModel(VirtualModel):
         """
         rows = cls._rewrite_table({})
         if vacuum:
-            cls._meta.database.execute_sql('VACUUM')
+            reclaim_space(cls._meta.database)
         return rows
 
     @classmethod

@@ -44,6 +44,7 @@ from playhouse.sqlite_ext import VirtualTableSchemaManager
 
 from playhouse_vec.database import atomic
 from playhouse_vec.database import resolved
+from playhouse_vec.database import reclaim_space
 
 
 class EmbeddingCache(Model):
@@ -212,7 +213,7 @@ class DerivedSchemaManager(VirtualTableSchemaManager):
                     self._record(Schema, current,
                                  'ready' if ready else 'building')
             if rebuilt:
-                database.execute_sql('VACUUM')  # Free the old rows' pages.
+                reclaim_space(database)     # Free the old rows' pages.
                 if not ready:
                     self._fill(Schema, current, True)
                 return

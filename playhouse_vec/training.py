@@ -27,6 +27,7 @@ from playhouse_vec.clustering import level_thresholds
 from playhouse_vec.clustering import nearest_lists
 from playhouse_vec.clustering import residuals
 from playhouse_vec.database import atomic
+from playhouse_vec.database import reclaim_space
 from playhouse_vec.fields import PackedVector
 from playhouse_vec.fields import VectorField
 from playhouse_vec.schema import library_models
@@ -183,7 +184,7 @@ class Training(object):
             self._stamp = (stamp,)
             model._rewrite_table(self.rederive(fields))
         if vacuum:
-            database.execute_sql('VACUUM')   # Free the copy's pages.
+            reclaim_space(database)     # Free the copy's pages.
 
     def _fit(self, field, total, sample):
         want = sample or max(

@@ -188,6 +188,21 @@ def test_vectors_embedded_before_a_failed_write_are_kept(db):
     assert NoteVec.check_index().ok
 
 
+def test_index_and_compact_inside_the_callers_transaction(db):
+    # The first index() of 256+ rows trains; its VACUUM cannot run inside
+    # a transaction and must not roll back the caller's work.
+    Note, NoteVec = declare(db, counting_embedder(16), dims=16,
+                            field=dict(quantize='bit'))
+    with db.atomic():
+        Note.insert_many([{'title': 'note %d' % i}
+                          for i in range(300)]).execute()
+        assert NoteVec.index().embedded == 300
+        assert NoteVec.center(NoteVec.embedding) is not None   # Trained.
+        Note.delete().where(Note.id <= 100).execute()
+        assert NoteVec.compact() == 200
+    assert Note.select().count() == 200 and NoteVec.check_index().ok
+
+
 def test_deleted_and_emptied_rows_lose_their_vectors(db):
     embedder = FunctionEmbedder(lambda texts: [[len(t), 1] for t in texts],
                                 dimensions=2, model='lengths')
