@@ -227,6 +227,13 @@ class VecTable(object):
                 raise ImproperlyConfigured(
                     '%s.%s: %r is reserved in vec0 tables (a hidden column); '
                     'choose another name.' % (name, field.name, column))
+            if (field.index or field.unique) and not field.primary_key:
+                raise ImproperlyConfigured(
+                    '%s.%s asks for an index, which virtual tables cannot '
+                    'have; declare it with index=False%s (vec0 filters '
+                    'metadata columns itself).' % (
+                        name, field.name,
+                        ', unique=False' if field.unique else ''))
             if isinstance(field, VectorField):
                 role = 'vector'
             elif field.primary_key:
@@ -884,16 +891,30 @@ class VecModel(VirtualModel):
         return query
 
     def save(self, force_insert=False, only=None):
-        """Insert, or replace the stored row with the same key."""
+        """Insert, or replace the stored row with the same key (columns
+        the instance was not loaded with keep their stored values)."""
         if only is not None and not force_insert and self._pk is not None:
             return super(VecModel, self).save(only=only)
         data = dict((name, value) for name, value in self.__data__.items()
                     if name in self._meta.fields)
+        model = type(self)
         if self._pk is None or force_insert:
-            key = type(self).insert(**data).execute()
+            key = model.insert(**data).execute()
             if self._pk is None:
                 self._pk = key
         else:
-            type(self).replace(**data).execute()
+            with atomic(self._meta.database):
+                # A row loaded with some columns keeps its others.
+                missing = [f for f in self._meta.sorted_fields
+                           if f.name not in data and
+                           f not in self._vec.hidden]
+                stored = missing and (model
+                                      .select(*missing)
+                                      .where(self._pk_expr())
+                                      .tuples()
+                                      .first())
+                if stored:
+                    data.update(zip([f.name for f in missing], stored))
+                model.replace(**data).execute()
         self._dirty.clear()
         return 1

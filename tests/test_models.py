@@ -93,6 +93,8 @@ def test_default_primary_key_is_rowid(db):
     (dict(flag=BooleanField()), dict(auxiliary_columns=('flag',)),
      'auxiliary column'),
     ({}, dict(partition_keys=('missing',)), "names 'missing'"),
+    (dict(year=IntegerField(index=True)), {}, 'declare it with index=False'),
+    (dict(code=TextField(unique=True)), {}, 'index=False, unique=False'),
     ({}, dict(chunk_size=100), 'multiple of 8'),
     ({}, dict(chunk_size=8192), 'multiple of 8 up to'),
 ])
@@ -155,6 +157,19 @@ def test_save_of_an_existing_key_replaces_the_row(db, Note):
         dict(rowid=1, embedding=[1, 1, 0], course='y', year=4),
         dict(rowid=2, embedding=[1, 1, 1], course='z', year=5)]).execute()
     assert stored(db) == [(1, 'y', 4, None), (2, 'z', 5, None)]
+
+
+@pytest.mark.parametrize('load', ['knn', 'select'])
+def test_saving_a_partly_loaded_row_keeps_its_other_columns(db, Note, load):
+    Note.create(rowid=1, embedding=[1, 0, 0], course='ml', year=7,
+                title='kept')
+    columns = (Note.rowid, Note.course)
+    row = (Note.knn([1, 0, 0], k=1).select(*columns).get() if load == 'knn'
+           else Note.select(*columns).get())
+    row.course = 'ai'
+    row.save()
+    assert stored(db) == [(1, 'ai', 7, 'kept')]
+    np.testing.assert_array_equal(Note.get_by_id(1).embedding, [1, 0, 0])
 
 
 def test_saving_a_knn_result_keeps_it(db, Note):
