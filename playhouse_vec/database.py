@@ -124,6 +124,10 @@ def register_database(database):
     def _add_conn_hooks(conn):
         add_conn_hooks(conn)
         load_sqlite_vec(conn)
+        # A new connection may open another file (db.init(path)) or a
+        # fresh :memory: database: the library's tables are checked again.
+        database._vec_connections = getattr(database, '_vec_connections',
+                                            0) + 1
         if 'journal_mode' not in set(name.lower() for name, _ in
                                      database._pragmas):
             # Readers and one writer at once, without "database is locked";

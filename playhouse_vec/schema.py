@@ -89,26 +89,30 @@ LIBRARY_MODELS = (EmbeddingCache, IndexedRow, IndexSchema, VectorCenter)
 LibraryModels = collections.namedtuple('LibraryModels',
                                        'cache rows schema centers')
 _bound = weakref.WeakKeyDictionary()
+_checked = weakref.WeakKeyDictionary()     # Connections seen at the check.
 _lock = threading.Lock()
 
 
 def library_models(database):
     """The library's models (cache, rows, schema, centers) bound to
-    ``database``, their tables created."""
+    ``database``, their tables created (again after a new connection,
+    which may be to another file)."""
     database = resolved(database)
     with _lock:
         models = _bound.get(database)
         if models is None:
-            models = tuple(
+            models = _bound[database] = LibraryModels(*(
                 type(model.__name__, (model,), {
                     'Meta': type('Meta', (), {
                         'database': database,
                         'table_name': model._meta.table_name}),
                     '__module__': __name__})
-                for model in LIBRARY_MODELS)
+                for model in LIBRARY_MODELS))
+        connections = getattr(database, '_vec_connections', 0)
+        if _checked.get(database) != connections:
             with atomic(database):      # Done before the first read.
                 database.create_tables(models, safe=True)
-            models = _bound[database] = LibraryModels(*models)
+            _checked[database] = getattr(database, '_vec_connections', 0)
     return models
 
 

@@ -430,3 +430,18 @@ def test_new_columns_still_need_the_content(db):
     with pytest.raises(Exception, match='no Meta.embedder'):
         db.create_tables([New])
     assert Doc.select().count() == 1
+
+
+def test_library_tables_follow_a_database_moved_to_another_file(tmp_path):
+    # db.init(path) (Flask app factories) or a reopened :memory: database
+    # (test fixtures) reach a database without the library's tables.
+    from peewee import SqliteDatabase
+    db = SqliteDatabase(None)
+    for path in (str(tmp_path / 'a.db'), str(tmp_path / 'b.db'),
+                 ':memory:', ':memory:'):
+        db.init(path)
+        Note, NoteVec, NoteFTS = start(db, counting_embedder())
+        Note.create(title='hello')
+        assert NoteVec.index().embedded == 1
+        assert [n.title for n in NoteFTS.search('hello')] == ['hello']
+        db.close()
