@@ -21,6 +21,7 @@ content model; triggers keep the index in step with every write::
 import re
 
 from peewee import ImproperlyConfigured
+from peewee import IntegerField
 from peewee import JOIN
 from peewee import Join
 from peewee import SQL
@@ -108,6 +109,15 @@ class FTSModel(FTS5Model):
         content = cls._meta.content
         if content is None:
             return
+        key = content._meta.primary_key
+        if not isinstance(getattr(key, 'rel_field', key), IntegerField):
+            raise ImproperlyConfigured(
+                '%s needs an integer primary key on %s: FTS5 keys its rows '
+                'by integer rowid, and %s.%s is %s. Give %s an integer key '
+                '(the default id AutoField) and declare %s unique=True.' % (
+                    cls.__name__, content.__name__, content.__name__,
+                    getattr(key, 'name', key), type(key).__name__,
+                    content.__name__, getattr(key, 'name', 'that field')))
         columns = content._meta.columns
         for field in cls._search_fields():
             if field.column_name not in columns:

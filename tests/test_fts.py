@@ -168,6 +168,26 @@ def test_search_field_must_name_a_content_column(db, models):
                 content = Note
 
 
+def test_content_model_needs_an_integer_key(db):
+    # A text key made every content insert fail in the sync trigger.
+    class Page(Model):
+        slug = TextField(primary_key=True)
+        body = TextField()
+
+        class Meta:
+            database = db
+
+    with pytest.raises(ImproperlyConfigured,
+                       match=r'integer primary key on Page.*Page.slug is '
+                             r'TextField.*declare slug unique=True'):
+        class PageFTS(FTSModel):
+            body = SearchField()
+
+            class Meta:
+                database = db
+                content = Page
+
+
 NASTY = ['C++', '"unbalanced', 'AND', 'NOT', 'OR', 'NEAR(', 'NEAR(a b', '*',
          '-', ':', 'title:', '^start', 'a AND', '(((', ')', '"', "'", '',
          '   ', '?!.,;', '😀', '😀 install', 'émigré', 'x*', '-install',
