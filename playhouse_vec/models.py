@@ -202,6 +202,11 @@ class VecTable(object):
             (f, meta.fields[f.name + '_list']) for f in meta.sorted_fields
             if getattr(f, 'lists', None))
         self.hidden = set(self.companions.values()) | set(self.lists.values())
+        # Whether vec0 fails a multi-row UPDATE (see VecUpdate).
+        self.update_by_key = bool(self.hidden or getattr(
+            meta, 'partition_keys', None) or any(
+                getattr(f, 'storage', None) is not None and
+                f.storage.name != 'float32' for f in meta.sorted_fields))
         partition_keys = tuple(getattr(meta, 'partition_keys', None) or ())
         partition_keys += tuple(f.name for f in self.lists.values())
         auxiliary = tuple(getattr(meta, 'auxiliary_columns', None) or ())
@@ -452,7 +457,20 @@ class VecUpdate(ModelUpdate):
     def _execute(self, database):
         model = self.model
         if not self._replace_rows:
-            return super(VecUpdate, self)._execute(database)
+            if not model._vec.update_by_key:
+                return super(VecUpdate, self)._execute(database)
+            # vec0 checks every column of a row an UPDATE visits, and on
+            # a multi-row UPDATE sees partition keys and int8/bit vectors
+            # as changed: update one key at a time instead.
+            pk = model._meta.primary_key
+            with atomic(database):
+                keys = [k for (k,) in model.select(pk).where(self._where)
+                        .tuples()]
+                for key in keys:
+                    query = self.clone()
+                    query._where = pk == key
+                    super(VecUpdate, query)._execute(database)
+            return len(keys)
         fields = model._meta.sorted_fields
         with atomic(database):
             query = model.select(*fields).where(self._where)

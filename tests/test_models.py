@@ -180,6 +180,33 @@ def test_saving_a_knn_result_keeps_it(db, Note):
     assert stored(db) == [(1, 'ml', 2, None)]
 
 
+@pytest.mark.parametrize('kind', ['partition', 'bit', 'int8', 'lists',
+                                  'plain'])
+def test_multi_row_update_of_metadata_on_every_kind_of_table(db, kind):
+    vector = VectorField(8, metric='cosine', **{
+        'bit': dict(quantize='bit'), 'int8': dict(quantize='int8'),
+        'lists': dict(lists=2)}.get(kind, {}))
+    Doc = declare(db, 'doc', meta=dict(
+        partition_keys=('user',) if kind == 'partition' else ()),
+        embedding=vector, user=IntegerField(), year=IntegerField())
+    db.create_tables([Doc])
+    rng = np.random.default_rng(5)
+    Doc.insert_many([dict(rowid=i, embedding=rng.normal(size=8),
+                          user=i % 2, year=2000) for i in range(1, 41)]
+                    ).execute()
+    if kind in ('bit', 'lists'):
+        Doc.train(vacuum=False)
+    before = dict(Doc.select(Doc.rowid, Doc.embedding).tuples())
+    assert Doc.update(year=Doc.year + 1).where(Doc.rowid > 30).execute() == 10
+    assert Doc.update(year=Doc.year + 1).execute() == 40
+    years = dict(Doc.select(Doc.rowid, Doc.year).tuples())
+    assert years == dict((i, 2002 if i > 30 else 2001) for i in range(1, 41))
+    after = dict(Doc.select(Doc.rowid, Doc.embedding).tuples())
+    assert all(np.array_equal(before[i], after[i]) for i in before)
+    q = rng.normal(size=8)
+    assert Doc.knn(q, k=40).count() == 40
+
+
 def test_update_of_values_and_refused_key_updates(db):
     Part = declare(db, 'part', meta=dict(partition_keys=('user',)),
                    embedding=VectorField(2), user=IntegerField(),
