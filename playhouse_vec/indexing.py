@@ -15,6 +15,7 @@ import sys
 
 import numpy as np
 from peewee import ImproperlyConfigured
+from peewee import IntegerField
 
 from playhouse_vec.database import atomic
 from playhouse_vec.schema import library_models
@@ -94,6 +95,17 @@ class Indexer(object):
                 '%s.%s has %d dimensions but the embedder makes %d; make '
                 'them equal.' % (name, self.field.name, self.field.dimensions,
                                  self.embedder.dimensions))
+        key = model._meta.primary_key
+        content_key = self.content._meta.primary_key
+        if model._vec.columns[key].vtype == 'integer' and not isinstance(
+                getattr(content_key, 'rel_field', content_key),
+                IntegerField):
+            raise ImproperlyConfigured(
+                '%s is keyed by an integer rowid, but %s.%s is %s; declare '
+                '%s = %s(primary_key=True) on %s.' % (
+                    name, self.content.__name__, content_key.name,
+                    type(content_key).__name__, content_key.name,
+                    type(content_key).__name__, name))
         self.copied = []  # (vec field, content field) pairs.
         for field, column in model._vec.columns.items():
             if column.role in ('vector', 'rowid', 'primary key') or \

@@ -386,6 +386,19 @@ def test_misconfigurations(db, fake):
             'Meta': type('Meta', (), dict(database=db, embedder=embedder,
                                           content=declare(db, embedder)[0],
                                           embed='title'))})
+
+    class Page(Model):
+        slug = TextField(primary_key=True)
+
+        class Meta:
+            database = db
+    with pytest.raises(ImproperlyConfigured, match='integer rowid, but '
+                       r'Page.slug is TextField; declare slug = '
+                       r'TextField\(primary_key=True\) on PageVec'):
+        type('PageVec', (VecModel,), {
+            'embedding': VectorField(768),
+            'Meta': type('Meta', (), dict(database=db, embedder=embedder,
+                                          content=Page, embed='slug'))})
     Plain = type('Plain', (VecModel,), {
         'embedding': VectorField(768),
         'Meta': type('Meta', (), dict(database=db))})
