@@ -176,6 +176,12 @@ def replace_node(node, old, new):
     return node
 
 
+def describe(node, model):
+    """A filter as SQL with its parameters, for error messages."""
+    sql, params = model._meta.database.get_sql_context().sql(node).query()
+    return '%s %r' % (sql, tuple(params)) if params else sql
+
+
 def _raw_value(node):
     return node.value if isinstance(node, Value) else node
 
@@ -257,7 +263,7 @@ class FilterPlan(object):
             raise ValueError(
                 'Filters on distance must compare it with a number using '
                 '<, <=, > or >= (e.g. %s.distance < 0.5); got %s.' % (
-                    self.model.__name__, term))
+                    self.model.__name__, describe(term, self.model)))
         self.native.append(term)
 
     def _column(self, node):
