@@ -255,7 +255,8 @@ class FilterPlan(object):
                 self.outer.append(term)
         else:
             self.join_terms.append(term)
-            self.outer.append(term)
+            if models <= self.joined:
+                self.outer.append(term)     # Else the pre-filter joins.
 
     def _sort_distance(self, term, models):
         if not (isinstance(term, Expression) and term.op in RANGES and
@@ -335,6 +336,15 @@ class FilterPlan(object):
             query = ModelSelect(model, [pk])
             if self.join_terms:
                 query._from_list = list(self.query._from_list)
+                content = self.content
+                if content is not None and content not in self.joined and \
+                        any(content in models_in(t) for t in self.join_terms):
+                    # Terms mixing content and vec0 columns, not joined
+                    # by the query: LEFT, so an OR keeps vectors without
+                    # a content row.
+                    query._from_list[0] = Join(
+                        query._from_list[0], content, JOIN.LEFT_OUTER,
+                        on=(pk == content._meta.primary_key))
             query._where = reduce(operator.and_, own)
             selects.append(query)
         if not selects:

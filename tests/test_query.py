@@ -218,10 +218,14 @@ def filter_cases(NoteVec, Note, data):
          (year >= 2010) & np.char.startswith(
              np.array(['title %d' % i for i in range(N)]), 'title 1') &
          (course != 'ml')),
+        # An OR across the content model and the vec0 table, not joined.
+        (Note.title.startswith('title 12') | (NoteVec.course == 'rare'),
+         np.char.startswith(np.array(['title %d' % i for i in range(N)]),
+                            'title 12') | (course == 'rare')),
     ]
 
 
-@pytest.mark.parametrize('case', range(28))
+@pytest.mark.parametrize('case', range(29))
 def test_filters_never_lose_rows(corpus, case):
     NoteVec, Note = corpus['NoteVec'], corpus['Note']
     data = dict(corpus['data'], vectors=corpus['vectors'])
@@ -233,7 +237,7 @@ def test_filters_never_lose_rows(corpus, case):
 
 def test_every_filter_case_is_exercised(corpus):
     data = dict(corpus['data'], vectors=corpus['vectors'])
-    assert len(filter_cases(corpus['NoteVec'], corpus['Note'], data)) == 28
+    assert len(filter_cases(corpus['NoteVec'], corpus['Note'], data)) == 29
 
 
 def test_text_primary_key_in_with_missing_ids(db, rng):
