@@ -35,6 +35,7 @@ import numpy as np
 from peewee import Alias
 from peewee import Case
 from peewee import Column
+from peewee import CompoundSelectQuery
 from peewee import Expression
 from peewee import Field
 from peewee import Function
@@ -108,7 +109,21 @@ def column_refs(node):
             yield from column_refs(item)
     elif isinstance(node, (WrappedNode, Ordering)):
         yield from column_refs(node.node)
-    # Values and independent subqueries read no outer columns.
+    elif isinstance(node, CompoundSelectQuery):
+        yield from column_refs([node.lhs, node.rhs])
+    elif isinstance(node, Select):
+        # A correlated subquery reads the columns of sources it does not
+        # select from itself (EXISTS (... WHERE user.id = note.owner_id)).
+        own = set()
+        for item in node._from_list or ():
+            _collect_sources(item, own)
+        inner = [node._returning, node._where, node._having]
+        for ref in column_refs(inner):
+            source = getattr(ref, 'source', None) or getattr(ref, 'model',
+                                                             None)
+            if not isinstance(ref, SQL) and source not in own:
+                yield ref
+    # Values read no columns.
 
 
 def models_in(node):

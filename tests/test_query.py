@@ -170,7 +170,7 @@ def test_join_filter_on_a_third_table(corpus):
     check(corpus, query, mask)
 
 
-def filter_cases(NoteVec, Note, data):
+def filter_cases(NoteVec, Note, data, Tag):
     course, year, score = data['course'], data['year'], data['score']
     draft, user, label = data['draft'], data['user'], data['label']
     body = data['body']
@@ -222,14 +222,21 @@ def filter_cases(NoteVec, Note, data):
         (Note.title.startswith('title 12') | (NoteVec.course == 'rare'),
          np.char.startswith(np.array(['title %d' % i for i in range(N)]),
                             'title 12') | (course == 'rare')),
+        # Correlated subqueries, on the content model and on vec0 rows.
+        (fn.EXISTS(Tag.select().where((Tag.note == Note.id) &
+                                      (Tag.name == 'tag7'))),
+         (ids - 1) % 200 == 7),
+        (fn.EXISTS(Tag.select().where((Tag.note == NoteVec.rowid) &
+                                      (Tag.name == 'tag8'))),
+         (ids - 1) % 200 == 8),
     ]
 
 
-@pytest.mark.parametrize('case', range(29))
+@pytest.mark.parametrize('case', range(31))
 def test_filters_never_lose_rows(corpus, case):
     NoteVec, Note = corpus['NoteVec'], corpus['Note']
     data = dict(corpus['data'], vectors=corpus['vectors'])
-    expression, mask = filter_cases(NoteVec, Note, data)[case]
+    expression, mask = filter_cases(NoteVec, Note, data, corpus['Tag'])[case]
     for k in (1, 10):
         check(corpus, NoteVec.knn(corpus['query'], k=k).where(expression),
               mask, k)
@@ -237,7 +244,8 @@ def test_filters_never_lose_rows(corpus, case):
 
 def test_every_filter_case_is_exercised(corpus):
     data = dict(corpus['data'], vectors=corpus['vectors'])
-    assert len(filter_cases(corpus['NoteVec'], corpus['Note'], data)) == 29
+    assert len(filter_cases(corpus['NoteVec'], corpus['Note'], data,
+                            corpus['Tag'])) == 31
 
 
 def test_text_primary_key_in_with_missing_ids(db, rng):
