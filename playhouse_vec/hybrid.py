@@ -13,17 +13,28 @@ weighted min-max blend by default, or Reciprocal Rank Fusion::
         print(note.title, note.score, note.vec_rank, note.fts_rank)
 """
 import numbers
+import operator
+from functools import reduce
 
 from peewee import SQL
 from peewee import Case
 from peewee import JOIN
+from peewee import Join
+from peewee import ModelSelect
+from peewee import Ordering
 from peewee import Select
 from peewee import Value
 from peewee import fn
 
 from playhouse_vec.query import CompiledSelect
+from playhouse_vec.query import RAW_SQL
+from playhouse_vec.query import column_refs
+from playhouse_vec.query import describe
 from playhouse_vec.query import models_in
+from playhouse_vec.query import replace_node
+from playhouse_vec.query import sources_of
 from playhouse_vec.query import split_and
+from playhouse_vec.query import with_root
 
 
 FUSIONS = ('rrf', 'minmax')
@@ -40,9 +51,15 @@ class HybridSelect(CompiledSelect):
     are taken; ``.limit()`` / ``.offset()`` page through the fused list.
     Each row has ``score``, ``vec_rank``, ``fts_rank``, ``distance`` and
     ``bm25`` (None where the row came from one leg only).
+
+    ``.join()`` other models and ``.select()`` their columns, the content
+    model's, and the fused columns as ``SQL('score')`` etc.; the joins read
+    the fused rows by key. A filter on a joined model keeps the content
+    rows that have a matching joined row (inside both legs) and picks the
+    joined rows. The rows are always in fused-score order.
     """
     def __init__(self, content, vec_model, fts_model, text, vector, k,
-                 depth, rrf_k, weights, fusion, operator):
+                 depth, rrf_k, weights, fusion, operator, field):
         # The content fields, then the fused columns, in compiled() order.
         super(HybridSelect, self).__init__(
             content, list(content._meta.sorted_fields) +
@@ -50,31 +67,109 @@ class HybridSelect(CompiledSelect):
         self._hybrid = dict(vec_model=vec_model, fts_model=fts_model,
                             text=text, vector=vector, depth=depth,
                             rrf_k=float(rrf_k), weights=weights,
-                            fusion=fusion, operator=operator)
+                            fusion=fusion, operator=operator, field=field)
         self._limit = k
 
-    def _filters(self):
+    def _joined(self):
+        """The models in the FROM clause, joins included; the content
+        model must come first (its rows are read from the fused list)."""
         content = self.model
-        terms = split_and(self._where)
-        for term in terms:
-            others = models_in(term) - {content}
-            if others:
-                sql, params = content._meta.database.get_sql_context().sql(
-                    term).query()
+        root = self._from_list[0] if len(self._from_list) == 1 else None
+        while isinstance(root, Join):
+            root = root.lhs
+        if root is not content:
+            raise ValueError(
+                'hybrid_search reads rows of %s; its FROM clause cannot be '
+                'replaced (.from_()). Add other models with .join().'
+                % content.__name__)
+        return sources_of(self._from_list)
+
+    def _check_joined(self, node, joined, what, fix):
+        """Refuse a filter or column that reads a model not in the query."""
+        stray = models_in(node) - joined - {RAW_SQL}
+        if stray:
+            content = self.model.__name__
+            raise ValueError(
+                'hybrid_search %s must read the content model %s or models '
+                'joined to the query; got %s on %s. %s' % (
+                    what, content, describe(node, self.model),
+                    ', '.join(sorted(m.__name__ for m in stray)),
+                    fix % {'content': content, 'fused': ', '.join(
+                        "SQL('%s')" % name for name in EXTRA_COLUMNS)}))
+
+    def _filters(self, joined):
+        """(filters run inside both legs, filters of the outer query).
+
+        A filter reading joined models (or raw SQL) runs inside the legs as
+        ``pk IN (SELECT pk FROM <the query's joins> WHERE filter)``, and in
+        the outer query too, where it picks the joined rows.
+        """
+        content = self.model
+        pk = content._meta.primary_key
+        legs, outer = [], []
+        for term in split_and(self._where):
+            if not models_in(term) - {content}:
+                legs.append(term)
+                continue
+            self._check_joined(
+                term, joined, 'filters',
+                'Filter on %(content)s columns instead (a VecModel metadata '
+                'column copies the %(content)s column of the same name), or '
+                '.join() the model.')
+            keys = ModelSelect(content, [pk])
+            keys._from_list = list(self._from_list)
+            legs.append(pk.in_(keys.where(term)))
+            outer.append(term)
+        return legs, outer
+
+    def _selected(self, columns, joined):
+        """The selected nodes, with the fused columns (``SQL('score')``...)
+        read from ``columns`` (name -> node)."""
+        selected = []
+        for node in self._returning:
+            if isinstance(node, SQL) and node.sql in columns:
+                selected.append(columns[node.sql].alias(node.sql))
+                continue
+            self._check_joined(
+                node, joined, 'columns',
+                'Select %(content)s columns, the fused columns '
+                '(%(fused)s), or .join() the model.')
+            for ref in column_refs(node):
+                if isinstance(ref, SQL) and ref.sql in columns:
+                    node = replace_node(node, ref, columns[ref.sql])
+            selected.append(node)
+        return selected
+
+    def _check_clauses(self):
+        """Refuse clauses that would change the fused list silently."""
+        key = '%s.%s' % (self.model.__name__,
+                         self.model._meta.primary_key.name)
+        for item in self._order_by or ():
+            if not (isinstance(item, Ordering) and
+                    isinstance(item.node, SQL) and
+                    item.node.sql == 'score' and
+                    item.direction.upper() == 'DESC'):
                 raise ValueError(
-                    'hybrid_search filters must be on the content model %s '
-                    '(they run inside both legs); got %s %r on %s. Filter '
-                    'on %s columns instead (a VecModel metadata column '
-                    'copies the %s column of the same name).' % (
-                        content.__name__, sql, tuple(params),
-                        ', '.join(sorted(m.__name__ for m in others)),
-                        content.__name__, content.__name__))
-        return terms
+                    'hybrid_search results are ordered by fused score, best '
+                    'first; other orderings are not supported. Sort the '
+                    'rows in Python, e.g. sorted(query, key=...).')
+        for method, used in (
+                ('group_by', self._group_by),
+                ('having', self._having is not None),
+                ('distinct', self._simple_distinct or
+                 self._distinct is not None)):
+            if used:
+                raise ValueError(
+                    'hybrid_search returns the fused rows themselves; '
+                    '.%s() is not supported. Aggregate the rows in Python, '
+                    'or filter another query by the keys found, e.g. '
+                    '.where(%s.in_(search.select(%s))).' % (
+                        method, key, key))
 
     def _vec_hits(self, filters):
         h = self._hybrid
         vec = h['vec_model']
-        hits = vec.knn(h['vector'], k=h['depth'])
+        hits = vec.knn(h['vector'], k=h['depth'], field=h['field'])
         for term in filters:
             hits = hits.where(term)
         return hits.select(vec._meta.primary_key.alias('doc_id'),
@@ -110,11 +205,25 @@ class HybridSelect(CompiledSelect):
                            .alias('norm'))
         return Select([hits], columns).cte(name, materialized=True)
 
+    def _from_fused(self, fused, legs):
+        """The query's FROM clause (joins included) with the content rows
+        read by key from the fused list, and each leg LEFT JOINed (the
+        FROM clause is checked by :meth:`_joined`)."""
+        content = self.model
+        root = Join(fused, content, JOIN.INNER,
+                    on=(content._meta.primary_key == fused.c.doc_id))
+        for leg in legs:
+            root = Join(root, leg, JOIN.LEFT_OUTER,
+                        on=(leg.c.doc_id == fused.c.doc_id))
+        return with_root(self._from_list, root)
+
     def compiled(self):
         """The plain query this hybrid search runs as."""
+        self._check_clauses()
         h = self._hybrid
         content = self.model
-        filters = self._filters()
+        joined = self._joined()
+        filters, outer = self._filters(joined)
         ctes, legs, parts = [], [], []
         for name, build, present in (
                 ('vec', self._vec_leg, h['vector'] is not None),
@@ -140,25 +249,20 @@ class HybridSelect(CompiledSelect):
                                   fn.SUM(union.c.part).alias('score')])
                  .group_by(union.c.doc_id)
                  .cte('fused'))
-        pk = content._meta.primary_key
-        extra = {'score': fused.c.score}
-        query = (content
-                 .select()
-                 .from_(fused)
-                 .join(content, on=(pk == fused.c.doc_id)))
+        columns = {'score': fused.c.score}
         for leg, rank, value in ((vec_leg, 'vec_rank', 'distance'),
                                  (fts_leg, 'fts_rank', 'bm25')):
             if leg is None:
-                extra[rank] = extra[value] = SQL('NULL')
-                continue
-            query = query.join(leg, JOIN.LEFT_OUTER,
-                               on=(leg.c.doc_id == fused.c.doc_id))
-            extra[rank] = leg.c.rnk
-            extra[value] = getattr(leg.c, value)
-        query._returning = list(content._meta.sorted_fields) + [
-            extra[name].alias(name) for name in EXTRA_COLUMNS]
-        query._cte_list = ctes + [union, fused]
-        query._order_by = [fused.c.score.desc(), pk]
+                columns[rank] = columns[value] = SQL('NULL')
+            else:
+                columns[rank] = leg.c.rnk
+                columns[value] = getattr(leg.c, value)
+        query = ModelSelect(content, self._selected(columns, joined))
+        query._from_list = self._from_fused(fused, ctes)
+        query._where = reduce(operator.and_, outer) if outer else None
+        query._windows = self._windows
+        query._cte_list = list(self._cte_list or ()) + ctes + [union, fused]
+        query._order_by = [fused.c.score.desc(), content._meta.primary_key]
         query._limit, query._offset = self._limit, self._offset
         return query
 
@@ -170,7 +274,7 @@ def _normalise(value, spread):
 
 def hybrid_search(vec_model, fts_model, text=None, vector=None, k=10,
                   depth=None, rrf_k=60, weights=None, fusion='minmax',
-                  operator='OR', task=None):
+                  operator='OR', task=None, field=None):
     """
     Rank content rows by vector similarity and full-text relevance at once.
 
@@ -190,6 +294,8 @@ def hybrid_search(vec_model, fts_model, text=None, vector=None, k=10,
         (Reciprocal Rank Fusion, ``weight / (rrf_k + rank)`` per leg).
         The defaults were tuned on the course FAQ dev questions, where
         min-max fusion beat RRF (see benchmarks/hybrid_quality.py).
+    :param field: the VectorField to search (default: the VecModel's only
+        vector column).
     :returns: a :class:`HybridSelect` of content-model instances.
     """
     content = vec_model._meta.content
@@ -199,6 +305,7 @@ def hybrid_search(vec_model, fts_model, text=None, vector=None, k=10,
             'Meta.content; got %s and %s.' % (
                 getattr(content, '__name__', None),
                 getattr(fts_model._meta.content, '__name__', None)))
+    field = vec_model._vec.vector_field(field)
     if vector is None and text is not None and vec_model._indexer:
         vector = vec_model._indexer.embedder.embed_query(text, task)
     elif vector is False:
@@ -220,6 +327,7 @@ def hybrid_search(vec_model, fts_model, text=None, vector=None, k=10,
                              % (name,))
         merged[name] = float(value)
     if vector is not None:    # Checked now, packed as the column stores it.
-        vector = vec_model._vec.vectors[0].pack(vector)
+        vector = field.pack(vector)
     return HybridSelect(content, vec_model, fts_model, text, vector, k,
-                        depth or max(k, 20), rrf_k, merged, fusion, operator)
+                        depth or max(k, 20), rrf_k, merged, fusion, operator,
+                        field)

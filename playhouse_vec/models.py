@@ -313,6 +313,21 @@ class VecTable(object):
         columns.append('chunk_size=%d' % self.chunk_size)
         return ', '.join(columns)
 
+    def vector_field(self, field=None):
+        """The vector column a search reads: ``field``, or the only one."""
+        name = self.model.__name__
+        choices = ' or '.join('%s.%s' % (name, f.name) for f in self.vectors)
+        if field is None:
+            if len(self.vectors) > 1:
+                raise ValueError(
+                    '%s has several vector columns; pass the one to search '
+                    'as field=: %s.' % (name, choices))
+            return self.vectors[0]
+        if self.role(field) != 'vector':
+            raise ValueError('field must be a vector column of %s (%s); '
+                             'got %r.' % (name, choices, field))
+        return field
+
     def role(self, field):
         column = self.columns.get(field)
         return column.role if column else None
@@ -809,17 +824,8 @@ class VecModel(VirtualModel):
         With ``VectorField(lists=N)``, ``probes`` overrides how many lists
         the search reads.
         """
-        if field is None:
-            if len(cls._vec.vectors) > 1:
-                raise ValueError(
-                    '%s has several vector columns; pass field=, e.g. '
-                    'knn(q, field=%s.%s).' % (cls.__name__, cls.__name__,
-                                              cls._vec.vectors[0].name))
-            field = cls._vec.vectors[0]
-        elif cls._vec.role(field) != 'vector':
-            raise ValueError('%r is not a vector column of %s.' % (
-                field, cls.__name__))
-        return KNNSelect(cls, field, vector, k, probes)
+        return KNNSelect(cls, cls._vec.vector_field(field), vector, k,
+                         probes)
 
     @classmethod
     def check_index(cls):

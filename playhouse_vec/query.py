@@ -75,7 +75,7 @@ NATIVE_OPS = {
     ('partition key', 'integer'): COMPARISONS,
     ('partition key', 'text'): COMPARISONS,
 }
-_OTHER = object()  # Marks SQL the filter analysis cannot see into.
+RAW_SQL = object()  # Marks SQL the filter analysis cannot see into.
 _UNSET = object()
 
 
@@ -114,9 +114,7 @@ def column_refs(node):
     elif isinstance(node, Select):
         # A correlated subquery reads the columns of sources it does not
         # select from itself (EXISTS (... WHERE user.id = note.owner_id)).
-        own = set()
-        for item in node._from_list or ():
-            _collect_sources(item, own)
+        own = sources_of(node._from_list)
         inner = [node._returning, node._where, node._having]
         for ref in column_refs(inner):
             source = getattr(ref, 'source', None) or getattr(ref, 'model',
@@ -127,7 +125,7 @@ def column_refs(node):
 
 
 def models_in(node):
-    """The models (or _OTHER, for raw SQL) an expression reads from."""
+    """The models (or RAW_SQL, for raw SQL) an expression reads from."""
     found = set()
     for ref in column_refs(node):
         if isinstance(ref, Field):
@@ -135,7 +133,7 @@ def models_in(node):
         elif isinstance(ref, Column):
             found.add(ref.source)
         else:
-            found.add(_OTHER)
+            found.add(RAW_SQL)
     return found
 
 
@@ -535,10 +533,7 @@ class KNNSelect(CompiledSelect):
 
     def joined_models(self):
         """The models in the FROM clause, joins included."""
-        found = set()
-        for item in self._from_list:
-            _collect_sources(item, found)
-        return found
+        return sources_of(self._from_list)
 
     @property
     def k(self):
@@ -645,16 +640,8 @@ class KNNSelect(CompiledSelect):
         """The query's FROM clause, reading the ranked keys first and the
         rows by key (CROSS JOIN: SQLite keeps that order)."""
         model = self.model
-        on = model._meta.primary_key == top.c.knn_key
-
-        def swap(node):
-            if node is model:
-                return Join(top, model, JOIN.CROSS, on)
-            if isinstance(node, Join):
-                return Join(swap(node.lhs), node.rhs, node.join_type,
-                            node._on)
-            return node
-        return [swap(self._from_list[0])] + list(self._from_list[1:])
+        return with_root(self._from_list, Join(
+            top, model, JOIN.CROSS, model._meta.primary_key == top.c.knn_key))
 
     def _keyed_query(self, top, ctes, returning, where, order_by, limit=None):
         """A query over the rows of the ranked keys in ``top``."""
@@ -870,9 +857,26 @@ def _column_name(node, index):
     return getattr(node, '_alias', None) or 'c%d' % index
 
 
-def _collect_sources(node, found):
-    if isinstance(node, Join):
-        _collect_sources(node.lhs, found)
-        _collect_sources(node.rhs, found)
-    else:
-        found.add(node)
+def sources_of(from_list):
+    """The models and tables of a FROM list, joins included."""
+    found = set()
+
+    def collect(node):
+        if isinstance(node, Join):
+            collect(node.lhs)
+            collect(node.rhs)
+        else:
+            found.add(node)
+    for item in from_list or ():
+        collect(item)
+    return found
+
+
+def with_root(from_list, root):
+    """A FROM list whose first source (the queried model, leftmost in its
+    joins) is replaced by ``root``, the joins kept."""
+    def swap(node):
+        if isinstance(node, Join):
+            return Join(swap(node.lhs), node.rhs, node.join_type, node._on)
+        return root
+    return [swap(from_list[0])] + list(from_list[1:])

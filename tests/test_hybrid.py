@@ -4,9 +4,12 @@ from hypothesis import HealthCheck
 from hypothesis import given
 from hypothesis import settings
 from hypothesis import strategies as st
+from peewee import ForeignKeyField
 from peewee import IntegerField
 from peewee import Model
+from peewee import SQL
 from peewee import TextField
+from peewee import fn
 
 from playhouse_vec import FTSModel
 from playhouse_vec import SearchField
@@ -300,3 +303,159 @@ def test_quantized_vector_leg_follows_knn(db, options):
         both = list(hybrid_search(NoteVec, NoteFTS, text='docker python',
                                   vector=q, k=8))
         assert len(both) == 8
+
+
+def test_select_subsets_and_fused_columns(models):
+    Note, NoteFTS, NoteVec = models
+
+    def search():
+        return hybrid_search(NoteVec, NoteFTS, text='docker python',
+                             vector=[1, 0, 0, 0], k=8)
+    full = list(search())
+    assert [r.title for r in search().select(Note.title)] == \
+        [r.title for r in full]
+    assert list(search().select(Note.title).tuples()) == \
+        [(r.title,) for r in full]
+    rows = list(search().select(
+        Note.id, SQL('score'), (SQL('vec_rank') * 10).alias('rank10'),
+        fn.UPPER(Note.title).alias('upper')).dicts())
+    assert rows == [{'id': r.id, 'score': r.score,
+                     'rank10': r.vec_rank and r.vec_rank * 10,
+                     'upper': r.title.upper()} for r in full]
+    # The fused columns of a missing leg are NULL.
+    text_only = hybrid_search(NoteVec, NoteFTS, text='docker', k=3)
+    assert [r.distance for r in text_only.select(Note.id, SQL('distance'))
+            ] == [None] * 3
+    with pytest.raises(ValueError, match='columns must read') as info:
+        list(search().select(Note.id, NoteVec.embedding))
+    assert '"embedding" on NoteVec' in str(info.value)
+    with pytest.raises(ValueError, match=r'\.from_\(\)'):
+        list(search().from_(NoteVec))
+
+
+def test_joins_are_read_by_key_and_filter_inside_both_legs(db):
+    class Author(Model):
+        name = TextField()
+
+        class Meta:
+            database = db
+
+    class Post(Model):
+        title = TextField()
+        author = ForeignKeyField(Author, backref='posts')
+
+        class Meta:
+            database = db
+
+    class PostFTS(FTSModel):
+        title = SearchField()
+
+        class Meta:
+            database = db
+            content = Post
+
+    class PostVec(VecModel):
+        embedding = VectorField(4)
+
+        class Meta:
+            database = db
+            content = Post
+
+    db.create_tables([Author, Post, PostFTS, PostVec])
+    rng = np.random.default_rng(7)
+    rare, common = Author.create(name='rare'), Author.create(name='common')
+    for i in range(120):
+        post = Post.create(title=' '.join(rng.choice(WORDS, 3)),
+                           author=rare if i % 10 == 0 else common)
+        PostVec.create(rowid=post.id, embedding=rng.normal(size=4))
+
+    def search():
+        return hybrid_search(PostVec, PostFTS, text='docker python',
+                             vector=[1, 0, 0, 0], k=6, depth=6)
+    expected = [(r.id, r.score) for r in search()
+                .where(Post.author == rare.id)]
+    rows = list(search().join(Author).where(Author.name == 'rare')
+                .select(Post, Author, SQL('score')))
+    assert len(rows) == 6
+    assert [(r.id, r.score) for r in rows] == expected
+    assert all(r.author.name == 'rare' for r in rows)
+    assert all('author' in r.__rel__ for r in rows)     # Joined, not lazy.
+    # No filter: the joined rows of the fused list, in its order.
+    plain = list(search())
+    joined = list(search().join(Author).select(Post.id, Author.name))
+    assert [(r.id, r.author.name) for r in joined] == \
+        [(r.id, r.author.name) for r in plain]
+    with pytest.raises(ValueError, match='filters must read'):
+        list(search().where(Author.name == 'rare'))    # Not joined.
+
+
+def test_orderings_and_aggregates_are_refused(models):
+    Note, NoteFTS, NoteVec = models
+
+    def search():
+        return hybrid_search(NoteVec, NoteFTS, text='docker',
+                             vector=[1, 0, 0, 0], k=5)
+    ids = [r.id for r in search()]
+    assert [r.id for r in search().order_by(SQL('score').desc())] == ids
+    for query in (search().order_by(Note.title),
+                  search().order_by(SQL('score')),
+                  search().order_by(Note.id.desc())):
+        with pytest.raises(ValueError, match='ordered by fused score'):
+            list(query)
+    for query, method in ((search().group_by(Note.group), 'group_by'),
+                          (search().having(Note.group > 1), 'having'),
+                          (search().distinct(), 'distinct')):
+        with pytest.raises(ValueError, match=r'\.%s\(\) is not supported'
+                           % method):
+            list(query)
+    # The workaround the message gives.
+    found = search().select(Note.id)
+    assert sorted(r.id for r in Note.select().where(Note.id.in_(found))) \
+        == sorted(ids)
+
+
+def test_field_chooses_the_vector_column(db):
+    class Doc(Model):
+        title = TextField()
+
+        class Meta:
+            database = db
+
+    class DocFTS(FTSModel):
+        title = SearchField()
+
+        class Meta:
+            database = db
+            content = Doc
+
+    class DocVec(VecModel):
+        title_vec = VectorField(2)
+        body_vec = VectorField(3)
+
+        class Meta:
+            database = db
+            content = Doc
+
+    db.create_tables([Doc, DocFTS, DocVec])
+    rng = np.random.default_rng(2)
+    for i in range(30):
+        doc = Doc.create(title='doc %d' % i)
+        DocVec.create(rowid=doc.id, title_vec=rng.normal(size=2),
+                      body_vec=rng.normal(size=3))
+    q = [0.2, -1, 0.5]
+    rows = list(hybrid_search(DocVec, DocFTS, vector=q, k=5,
+                              field=DocVec.body_vec))
+    knn = DocVec.knn(q, k=5, field=DocVec.body_vec)
+    assert [(r.id, r.distance) for r in rows] == \
+        [(r.rowid, r.distance) for r in knn]
+    both = hybrid_search(DocVec, DocFTS, text='doc', vector=[1, 0], k=5,
+                         field=DocVec.title_vec)
+    assert len(list(both)) == 5
+    with pytest.raises(ValueError, match='several vector columns') as info:
+        hybrid_search(DocVec, DocFTS, text='doc', vector=q)
+    assert 'DocVec.title_vec or DocVec.body_vec' in str(info.value)
+    with pytest.raises(ValueError, match='DocVec.title_vec or '
+                       'DocVec.body_vec.*got <TextField: Doc.title>'):
+        hybrid_search(DocVec, DocFTS, vector=q, field=Doc.title)
+    with pytest.raises(ValueError, match='has 3 dimensions, expected 2'):
+        hybrid_search(DocVec, DocFTS, vector=q, field=DocVec.title_vec)
