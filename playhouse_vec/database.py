@@ -243,7 +243,20 @@ def _route_queue(database):
     database.execute_sql = execute_sql
 
 
-@contextlib.contextmanager
+_NOT_ROUTED = contextlib.nullcontext()
+
+
+class _Routed(object):
+    def __init__(self, local):
+        self.local = local
+
+    def __enter__(self):
+        self.local.depth = getattr(self.local, 'depth', 0) + 1
+
+    def __exit__(self, *exc_info):
+        self.local.depth -= 1
+
+
 def direct(database):
     """Run this thread's statements on its own connection (on a
     ``SqliteQueueDatabase``; other databases always do)::
@@ -251,16 +264,8 @@ def direct(database):
         with direct(db):
             cursor = db.execute(search)     # a WITH ... SELECT
     """
-    database = resolved(database)
-    local = getattr(database, '_vec_direct', None)
-    if local is None:
-        yield
-        return
-    local.depth = getattr(local, 'depth', 0) + 1
-    try:
-        yield
-    finally:
-        local.depth -= 1
+    local = getattr(database, '_vec_direct', None)   # Proxies pass it on.
+    return _NOT_ROUTED if local is None else _Routed(local)
 
 
 @contextlib.contextmanager

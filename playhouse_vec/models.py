@@ -315,18 +315,17 @@ class VecTable(object):
 
     def vector_field(self, field=None):
         """The vector column a search reads: ``field``, or the only one."""
+        if field is None and len(self.vectors) == 1:
+            return self.vectors[0]
+        if field is not None and self.role(field) == 'vector':
+            return field
         name = self.model.__name__
         choices = ' or '.join('%s.%s' % (name, f.name) for f in self.vectors)
         if field is None:
-            if len(self.vectors) > 1:
-                raise ValueError(
-                    '%s has several vector columns; pass the one to search '
-                    'as field=: %s.' % (name, choices))
-            return self.vectors[0]
-        if self.role(field) != 'vector':
-            raise ValueError('field must be a vector column of %s (%s); '
-                             'got %r.' % (name, choices, field))
-        return field
+            raise ValueError('%s has several vector columns; pass the one to '
+                             'search as field=: %s.' % (name, choices))
+        raise ValueError('field must be a vector column of %s (%s); got %r.'
+                         % (name, choices, field))
 
     def role(self, field):
         column = self.columns.get(field)
