@@ -21,7 +21,6 @@ content model; triggers keep the index in step with every write::
 import re
 
 from peewee import ImproperlyConfigured
-from peewee import IntegerField
 from peewee import JOIN
 from peewee import Join
 from peewee import SQL
@@ -32,6 +31,7 @@ from playhouse.sqlite_ext import SearchField
 from playhouse_vec.database import register_database
 from playhouse_vec.schema import DerivedSchemaManager
 from playhouse_vec.schema import ddl_of
+from playhouse_vec.schema import has_integer_key
 from playhouse_vec.schema import library_version
 from playhouse_vec.sync import IndexReport
 from playhouse_vec.sync import compare_keys
@@ -110,7 +110,7 @@ class FTSModel(FTS5Model):
         if content is None:
             return
         key = content._meta.primary_key
-        if not isinstance(getattr(key, 'rel_field', key), IntegerField):
+        if not has_integer_key(content):
             raise ImproperlyConfigured(
                 '%s needs an integer primary key on %s: FTS5 keys its rows '
                 'by integer rowid, and %s.%s is %s. Give %s an integer key '

@@ -15,9 +15,9 @@ import sys
 
 import numpy as np
 from peewee import ImproperlyConfigured
-from peewee import IntegerField
 
 from playhouse_vec.database import atomic
+from playhouse_vec.schema import has_integer_key
 from playhouse_vec.schema import library_models
 
 
@@ -97,9 +97,8 @@ class Indexer(object):
                                  self.embedder.dimensions))
         key = model._meta.primary_key
         content_key = self.content._meta.primary_key
-        if model._vec.columns[key].vtype == 'integer' and not isinstance(
-                getattr(content_key, 'rel_field', content_key),
-                IntegerField):
+        if model._vec.columns[key].vtype == 'integer' and \
+                not has_integer_key(self.content):
             raise ImproperlyConfigured(
                 '%s is keyed by an integer rowid, but %s.%s is %s; declare '
                 '%s = %s(primary_key=True) on %s.' % (

@@ -38,6 +38,7 @@ from peewee import BareField
 from peewee import BlobField
 from peewee import CompositeKey
 from peewee import ImproperlyConfigured
+from peewee import IntegerField
 from peewee import Model
 from peewee import TextField
 from playhouse.sqlite_ext import VirtualTableSchemaManager
@@ -283,6 +284,12 @@ def _same_sql(a, b):
     def normal(sql):
         return ' '.join((sql or '').lower().replace('"', '').split())
     return normal(a) == normal(b)
+
+
+def has_integer_key(model):
+    """Whether a content model's primary key is an integer (a rowid)."""
+    key = model._meta.primary_key
+    return isinstance(getattr(key, 'rel_field', key), IntegerField)
 
 
 def ddl_of(model):
