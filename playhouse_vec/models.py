@@ -202,13 +202,12 @@ class VecTable(object):
             (f, meta.fields[f.name + '_list']) for f in meta.sorted_fields
             if getattr(f, 'lists', None))
         self.hidden = set(self.companions.values()) | set(self.lists.values())
-        # Whether vec0 fails a multi-row UPDATE (see VecUpdate).
-        self.update_by_key = bool(self.hidden or getattr(
-            meta, 'partition_keys', None) or any(
-                getattr(f, 'storage', None) is not None and
-                f.storage.name != 'float32' for f in meta.sorted_fields))
         partition_keys = tuple(getattr(meta, 'partition_keys', None) or ())
         partition_keys += tuple(f.name for f in self.lists.values())
+        # Whether vec0 fails a multi-row UPDATE (see VecUpdate).
+        self.update_by_key = bool(self.hidden or partition_keys or any(
+            getattr(f, 'storage', None) is not None and
+            f.storage.name != 'float32' for f in meta.sorted_fields))
         auxiliary = tuple(getattr(meta, 'auxiliary_columns', None) or ())
         for option, names in (('partition_keys', partition_keys),
                               ('auxiliary_columns', auxiliary)):
