@@ -145,22 +145,40 @@ def is_value(node):
     return not isinstance(node, Node)
 
 
+def rebuilt(node, change):
+    """A copy of an expression tree in which every node for which
+    ``change(node)`` is not None is replaced by that result."""
+    found = change(node)
+    if found is not None:
+        return found
+    if isinstance(node, (list, tuple)):
+        return type(node)(rebuilt(item, change) for item in node)
+    if isinstance(node, Expression):
+        return Expression(rebuilt(node.lhs, change), node.op,
+                          rebuilt(node.rhs, change), node.flat)
+    if isinstance(node, (WrappedNode, Function, NodeList)):
+        # Alias, Negated, Ordering..., fn.X(...) and SQL node lists.
+        copy = node.clone()
+        for attr in ('node', 'arguments', 'nodes'):
+            if attr in node.__dict__:
+                setattr(copy, attr, rebuilt(getattr(node, attr), change))
+        return copy
+    return node
+
+
+def _plain(node):
+    if isinstance(node, (np.generic, np.ndarray)):
+        return node.tolist()      # (An array of keys for IN, too.)
+    if isinstance(node, Value) and isinstance(
+            node.value, (np.generic, np.ndarray, list, tuple)):
+        return Value(plain_values(node.value), node.converter, node.multi)
+
+
 def plain_values(node):
     """A copy of an expression with numpy scalars as Python numbers: the
     driver binds an np.float32 as a BLOB (which compares above every
     number) and JSON cannot encode an np.int64."""
-    if isinstance(node, (np.generic, np.ndarray)):
-        return node.tolist()      # (An array of keys for IN, too.)
-    if isinstance(node, (list, tuple)):
-        return type(node)(plain_values(item) for item in node)
-    if isinstance(node, Value) and not isinstance(node.value, Node):
-        return Value(plain_values(node.value), node.converter, node.multi)
-    if isinstance(node, Expression):
-        return Expression(plain_values(node.lhs), node.op,
-                          plain_values(node.rhs), node.flat)
-    if isinstance(node, Negated):
-        return Negated(plain_values(node.node))
-    return node
+    return rebuilt(node, _plain)
 
 
 def where_terms(query):
@@ -170,23 +188,7 @@ def where_terms(query):
 
 def replace_node(node, old, new):
     """A copy of an expression with ``old`` replaced by ``new``."""
-    if node is old:
-        return new
-    if isinstance(node, Expression):
-        return Expression(replace_node(node.lhs, old, new), node.op,
-                          replace_node(node.rhs, old, new), node.flat)
-    if isinstance(node, (WrappedNode, Function, NodeList)):
-        # Alias, Negated, Ordering..., fn.X(...) and SQL node lists.
-        copy = node.clone()
-        for attr in ('node', 'arguments', 'nodes'):
-            if attr in node.__dict__:
-                value = getattr(node, attr)
-                setattr(copy, attr, [replace_node(v, old, new)
-                                     for v in value]
-                        if isinstance(value, (list, tuple))
-                        else replace_node(value, old, new))
-        return copy
-    return node
+    return rebuilt(node, lambda item: new if item is old else None)
 
 
 def describe(node, model):
