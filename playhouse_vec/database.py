@@ -198,6 +198,13 @@ def require_recursive_triggers(database):
         database.execute_sql('PRAGMA recursive_triggers = ON')
 
 
+def key_chunks(keys, size=500):
+    """``keys`` in lists of at most ``size``: each list fits one
+    ``IN (...)`` under SQLite's bound-parameter limit (999 before 3.32)."""
+    keys = list(keys)
+    return [keys[i:i + size] for i in range(0, len(keys), size)]
+
+
 def reclaim_space(database):
     """
     ``VACUUM``: give the pages of deleted rows back to the file system.

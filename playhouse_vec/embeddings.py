@@ -68,6 +68,8 @@ class Embedder(object):
     dimensions = None
     query_tasks = QUERY_TASKS
     default_query_task = 'RETRIEVAL_QUERY'
+    BASE_FINGERPRINT = ('provider', 'model', 'dimensions', 'document_task',
+                        'query_tasks')
 
     @property
     def fingerprint(self):
@@ -78,9 +80,16 @@ class Embedder(object):
                 'query_tasks': list(self.query_tasks)}
 
     def cache_key(self, text, task=DOCUMENT_TASK, title=None):
-        """Content hash of one embedding: (text, model, dims, task)."""
-        payload = json.dumps([self.provider, self.model, self.dimensions,
-                              task, title, text], ensure_ascii=False)
+        """Content hash of one embedding: (text, title, task, and the
+        provider, model, dimensions and any other part of the fingerprint
+        that makes the vectors, such as a local model's version)."""
+        maker = [self.provider, self.model, self.dimensions]
+        extra = dict((k, v) for k, v in self.fingerprint.items()
+                     if k not in Embedder.BASE_FINGERPRINT)
+        if extra:
+            maker.append(extra)
+        payload = json.dumps(maker + [task, title, text],
+                             ensure_ascii=False, sort_keys=True)
         return hashlib.sha256(payload.encode('utf-8')).hexdigest()
 
     def embed_documents(self, texts, titles=None):
@@ -258,7 +267,7 @@ class GoogleEmbedder(Embedder):
         if not 1 <= batch_size <= 100:
             raise ValueError('batch_size must be 1 to 100 (the Gemini API '
                              'limit), got %r.' % (batch_size,))
-        if not 128 <= dimensions <= 3072:
+        if not isinstance(dimensions, int) or not 128 <= dimensions <= 3072:
             raise ValueError('dimensions must be 128 to 3072 for Gemini '
                              'embedding models, got %r.' % (dimensions,))
         self.model = model
@@ -311,12 +320,17 @@ class GoogleEmbedder(Embedder):
     def _embed(self, texts, task, titles):
         batches = self._requests(texts, titles)
         result = np.zeros((len(texts), self.dimensions), np.float32)
-        with concurrent.futures.ThreadPoolExecutor(self.concurrency) as pool:
+        pool = concurrent.futures.ThreadPoolExecutor(self.concurrency)
+        try:
             futures = [(indexes, pool.submit(
                 self._call, [texts[i] for i in indexes], task, title))
                 for indexes, title in batches]
             for indexes, future in futures:
                 result[indexes] = future.result()
+        finally:
+            # On an error (or Ctrl-C) the requests not yet sent are not
+            # sent: they would be billed, and retried, for nothing.
+            pool.shutdown(wait=False, cancel_futures=True)
         return result
 
     def _call(self, texts, task, title):
@@ -332,11 +346,18 @@ class GoogleEmbedder(Embedder):
                 model=self.model, contents=contents, config=config)
         except Exception as exc:
             raise self._error(exc)
-        vectors = [e.values for e in (response.embeddings or [])]
+        vectors = [e.values or [] for e in (response.embeddings or [])]
         if len(vectors) != len(texts):
             raise EmbeddingError(
                 'Gemini returned %d embeddings for %d texts; expected one '
                 'per text.' % (len(vectors), len(texts)))
+        wrong = sorted(set(len(v) for v in vectors) - {self.dimensions})
+        if wrong:
+            raise EmbeddingModelError(
+                'Gemini returned %s-d vectors from %r, expected %d: the '
+                'model may not support output_dimensionality=%d.' % (
+                    '/'.join(map(str, wrong)), self.model, self.dimensions,
+                    self.dimensions))
         return np.asarray(vectors, dtype=np.float32)
 
     def _error(self, exc):
@@ -358,6 +379,10 @@ class GoogleEmbedder(Embedder):
                 return EmbeddingAuthError(
                     'Google rejected the credentials (%s). Check '
                     'GOOGLE_API_KEY / GEMINI_API_KEY or api_key=.' % text)
+            if exc.code == 408:
+                return EmbeddingTimeoutError(
+                    'Gemini timed out the request, %s (%s).'
+                    % (attempts, text))
             if exc.code == 429:
                 return EmbeddingQuotaError(
                     'Gemini rate limit or quota exhausted after %s (%s). '
@@ -372,13 +397,19 @@ class GoogleEmbedder(Embedder):
                     'Gemini server error after %s (%s).' % (attempts, text))
             return EmbeddingModelError('Gemini rejected the request (%s).'
                                        % text)
-        if 'Timeout' in type(exc).__name__:
+        name = type(exc).__name__
+        if 'Timeout' in name:
             return EmbeddingTimeoutError(
                 'Gemini did not answer within %.1f s, %s (%s).' % (
-                    self.timeout, attempts, type(exc).__name__))
-        if 'Connect' in type(exc).__name__:
+                    self.timeout, attempts, name))
+        if 'Connect' in name:
             return EmbeddingError('Cannot connect to the Gemini API (%s: '
-                                  '%s).' % (type(exc).__name__, exc))
+                                  '%s).' % (name, exc))
+        transport = type(exc).__module__.split('.')[0] in ('httpx', 'httpx2')
+        if transport or isinstance(exc, (OSError, ValueError)):
+            # A dropped connection, a proxy's HTML page, a broken answer.
+            return EmbeddingError('The Gemini API gave no usable answer '
+                                  '(%s: %s).' % (name, exc))
         return exc
 
 

@@ -306,11 +306,7 @@ def hybrid_search(vec_model, fts_model, text=None, vector=None, k=10,
                 getattr(content, '__name__', None),
                 getattr(fts_model._meta.content, '__name__', None)))
     field = vec_model._vec.vector_field(field)
-    if vector is None and text is not None and vec_model._indexer:
-        vector = vec_model._indexer.embedder.embed_query(text, task)
-    elif vector is False:
-        vector = None
-    if text is None and vector is None:
+    if text is None and (vector is None or vector is False):
         raise ValueError('hybrid_search needs text, vector, or both.')
     if fusion not in FUSIONS:
         raise ValueError('fusion must be one of %s, got %r.' % (
@@ -326,6 +322,11 @@ def hybrid_search(vec_model, fts_model, text=None, vector=None, k=10,
             raise ValueError("weights keys are 'vec' and 'fts', got %r."
                              % (name,))
         merged[name] = float(value)
+    # Embedded once the arguments are known to be good (a paid call).
+    if vector is None and text is not None and vec_model._indexer:
+        vector = vec_model._indexer.embedder.embed_query(text, task)
+    elif vector is False:
+        vector = None
     if vector is not None:    # Checked now, packed as the column stores it.
         vector = field.pack(vector)
     return HybridSelect(content, vec_model, fts_model, text, vector, k,

@@ -17,6 +17,7 @@ import numpy as np
 from peewee import ImproperlyConfigured
 
 from playhouse_vec.database import atomic
+from playhouse_vec.database import key_chunks
 from playhouse_vec.schema import has_integer_key
 from playhouse_vec.schema import library_models
 
@@ -122,10 +123,11 @@ class Indexer(object):
 
     def _work(self, row):
         """(key, text, title, cache key, state hash, vec row) of one row."""
-        text = self.text(row)
-        title = self.title(row) if self.title else None
         key = row._pk
-        if not text:
+        text = self._text(self.text, row, 'embed')
+        title = self._text(self.title, row, 'embed_title') \
+            if self.title else None
+        if not text or not text.strip():
             return key, None, None, None, None, None
         cache_key = self.embedder.cache_key(text, title=title)
         values = dict((field.name, getattr(row, source.name))
@@ -136,6 +138,16 @@ class Indexer(object):
         values[self.model._meta.primary_key.name] = key
         return key, text, title, cache_key, state, values
 
+    def _text(self, getter, row, option):
+        text = getter(row)
+        if text is None or isinstance(text, str):
+            return text
+        raise TypeError(
+            '%s.Meta.%s gave %s for %s %r; it must give a string (or None '
+            'for no vector).' % (self.model.__name__, option,
+                                 type(text).__name__, self.content.__name__,
+                                 row._pk))
+
     def plan(self, keys=None):
         """What :meth:`run` would do for the content rows with ``keys``
         (all by default): ``work``, the rows to embed or update (missing or
@@ -144,25 +156,31 @@ class Indexer(object):
         that have a vector; ``unchanged``, how many rows are up to date."""
         model, content = self.model, self.content
         State = library_models(model._meta.database).rows
-        query = content.select()
-        if keys is not None:
-            query = query.where(content._meta.primary_key.in_(keys))
-        states = dict(State
-                      .select(State.row, State.state)
-                      .where(State.index == model._meta.table_name)
-                      .tuples())
-        have = set(k for (k,) in model.select(
-            model._meta.primary_key).tuples())
         work, seen, empty, unchanged = [], set(), set(), 0
-        for row in query.iterator():
-            item = self._work(row)
-            seen.add(item[0])
-            if item[1] is None:
-                empty.add(item[0])
-            elif states.get(item[0]) == item[4] and item[0] in have:
-                unchanged += 1
-            else:
-                work.append(item)
+        states, have = {}, set()
+        # All rows, or only these keys (say, one saved row), a few hundred
+        # at a time.
+        for chunk in [None] if keys is None else key_chunks(keys):
+            query = content.select()
+            known = (State
+                     .select(State.row, State.state)
+                     .where(State.index == model._meta.table_name))
+            stored = model.select(model._meta.primary_key)
+            if chunk is not None:
+                query = query.where(content._meta.primary_key.in_(chunk))
+                known = known.where(State.row.in_(chunk))
+                stored = stored.where(model._meta.primary_key.in_(chunk))
+            states.update(known.tuples())
+            have.update(k for (k,) in stored.tuples())
+            for row in query.iterator():
+                item = self._work(row)
+                seen.add(item[0])
+                if item[1] is None:
+                    empty.add(item[0])
+                elif states.get(item[0]) == item[4] and item[0] in have:
+                    unchanged += 1
+                else:
+                    work.append(item)
         scope = have | set(states)
         if keys is not None:
             scope &= set(keys)
@@ -191,8 +209,7 @@ class Indexer(object):
         stats['skipped'] = len(plan.empty)
         if orphans:
             with atomic(database):
-                for i in range(0, len(orphans), 500):
-                    chunk = orphans[i:i + 500]
+                for chunk in key_chunks(orphans):
                     model.delete().where(pk.in_(chunk)).execute()
                     (State
                      .delete()
@@ -233,13 +250,28 @@ class Indexer(object):
                 'run index() again; nothing was embedded or written.' % (
                     self.model.__name__, name, described))
 
+    def _refused(self, vectors, batch):
+        """{cache key: why} for the new ``vectors`` (by cache key) that
+        the vector column refuses (an all-zero vector where the metric is
+        cosine), naming the content rows."""
+        refused = {}
+        for cache_key, vector in vectors.items():
+            try:
+                self.field.pack(vector)
+            except ValueError as exc:
+                keys = [item[0] for item in batch if item[3] == cache_key]
+                refused[cache_key] = '%s %s (%s)' % (
+                    self.content.__name__,
+                    ', '.join(repr(k) for k in keys), str(exc).rstrip('.'))
+        return refused
+
     def _write(self, batch, stats, Cache, State, name, database):
         cache_keys = list(dict.fromkeys(item[3] for item in batch))
         found = {}
-        for i in range(0, len(cache_keys), 500):
+        for chunk in key_chunks(cache_keys):
             query = (Cache
                      .select(Cache.key, Cache.vector)
-                     .where(Cache.key.in_(cache_keys[i:i + 500]))
+                     .where(Cache.key.in_(chunk))
                      .tuples())
             found.update((k, np.frombuffer(v, np.float32)) for k, v in query)
         missing = [k for k in cache_keys if k not in found]
@@ -251,17 +283,37 @@ class Indexer(object):
                 titles=[first[k][2] for k in missing] if self.title
                 else None)
             new = dict(zip(missing, vectors))
+            refused = self._refused(new, batch)
             with atomic(database):
                 # Kept on its own: a failed write loses no paid-for vectors.
                 (Cache
                  .insert_many([(k, v.astype(np.float32).tobytes())
-                               for k, v in new.items()],
+                               for k, v in new.items() if k not in refused],
                               fields=[Cache.key, Cache.vector])
                  .on_conflict_ignore()
                  .execute())
+            if refused:
+                raise ValueError(
+                    '%s.index(): the embedder gave vectors %s cannot hold '
+                    'for %s; nothing of this batch was written. Make '
+                    'Meta.embed return None for rows that should have no '
+                    'vector, or use another embedder.' % (
+                        self.model.__name__, self.model.__name__,
+                        '; '.join(refused.values())))
         else:
             new = {}
+        stats['embedded'] += len(new)
         with atomic(database):
+            # A content row deleted while the batch was embedded has lost
+            # its vector to the delete trigger already: do not bring it back.
+            pk = self.content._meta.primary_key
+            alive = set()
+            for chunk in key_chunks(item[0] for item in batch):
+                alive.update(k for (k,) in self.content.select(pk)
+                             .where(pk.in_(chunk)).tuples())
+            batch = [item for item in batch if item[0] in alive]
+            if not batch:
+                return
             rows = []
             for key, text, title, cache_key, state, values in batch:
                 values = dict(values)
@@ -274,7 +326,5 @@ class Indexer(object):
                           fields=[State.index, State.row, State.state])
              .on_conflict_replace()
              .execute())
-        embedded = len(set(new))
-        stats['embedded'] += embedded
         stats['cached'] += sum(1 for item in batch if item[3] in found)
         stats['updated'] += len(batch)

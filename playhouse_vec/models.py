@@ -47,6 +47,7 @@ from playhouse.sqlite_ext import RowIDField
 from playhouse.sqlite_ext import VirtualModel
 
 from playhouse_vec.database import atomic
+from playhouse_vec.database import key_chunks
 from playhouse_vec.database import register_database
 from playhouse_vec.database import reclaim_space
 from playhouse_vec.fields import PackedVector
@@ -453,11 +454,8 @@ class VecInsert(ModelInsert):
         rows = [self._insert] if isinstance(self._insert, dict) else \
             self._insert
         keys = [row[pk] for row in rows if row.get(pk) is not None]
-        for i in range(0, len(keys), 500):
-            (self.model
-             .delete()
-             .where(pk.in_(keys[i:i + 500]))
-             .execute())
+        for chunk in key_chunks(keys):
+            self.model.delete().where(pk.in_(chunk)).execute()
 
 
 class VecUpdate(ModelUpdate):
@@ -751,8 +749,12 @@ class VecModel(VirtualModel):
         :returns: counts (embedded, cached, updated, unchanged, skipped,
             removed).
         """
-        stats = cls._require_indexer().run(
-            rows, batch_size or cls._meta.batch_size, progress)
+        if batch_size is None:
+            batch_size = cls._meta.batch_size
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError('batch_size must be a positive integer, got '
+                             '%r.' % (batch_size,))
+        stats = cls._require_indexer().run(rows, batch_size, progress)
         if cls._training.needed():
             cls.train()     # After the first bulk load.
         return stats
@@ -805,6 +807,7 @@ class VecModel(VirtualModel):
             NoteVec.search('function that sorts a list', k=5,
                            task='CODE_RETRIEVAL_QUERY')
         """
+        KNNSelect.check_k(k)      # Before the query is embedded (paid).
         vector = cls._require_indexer().embedder.embed_query(text, task)
         return cls.knn(vector, k=k)
 

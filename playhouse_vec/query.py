@@ -399,13 +399,17 @@ class KNNSelect(CompiledSelect):
     ``limit``/``offset``, ``get``, ``first``, ``count`` as usual. The rows
     are ordered by distance; ``limit``/``offset`` page through the k.
     """
-    def __init__(self, model, field, vector, k=None, probes=None):
-        super(KNNSelect, self).__init__(model, ())
-        self._returning = list(model._vec.selected)   # Plain fields.
+    @staticmethod
+    def check_k(k):
         if k is not None and (not isinstance(k, numbers.Integral) or
                               isinstance(k, bool) or k < 0):
             raise ValueError('k must be a non-negative integer, got %r.'
                              % (k,))
+
+    def __init__(self, model, field, vector, k=None, probes=None):
+        super(KNNSelect, self).__init__(model, ())
+        self._returning = list(model._vec.selected)   # Plain fields.
+        self.check_k(k)
         self._knn_field = field
         self._knn_vector = field.sql_value(vector)
         self._knn_k = k

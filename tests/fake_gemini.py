@@ -9,7 +9,7 @@ Gemini Developer API, and the Vertex AI routes ``…/publishers/google/models/
 answers with deterministic
 vectors that are unit length at 3072 dimensions and truncated without
 renormalising (like gemini-embedding-001); and can be told to fail, stall
-or drop vectors. Every request is logged.
+drop vectors, or answer with a given body. Every request is logged.
 """
 import hashlib
 import json
@@ -76,12 +76,18 @@ class FakeGemini(object):
     def fail(self, status, times=1, delay=0.0):
         """Answer the next ``times`` requests with an error ``status``."""
         for _ in range(times):
-            self.failures.append((status, delay))
+            self.failures.append((status, delay, None))
 
     def stall(self, delay, times=1):
         """Answer the next ``times`` requests normally, after ``delay``."""
         for _ in range(times):
-            self.failures.append((None, delay))
+            self.failures.append((None, delay, None))
+
+    def answer(self, body, times=1):
+        """Answer the next ``times`` requests with ``body`` (text) and
+        status 200, whatever they ask."""
+        for _ in range(times):
+            self.failures.append((200, 0.0, body))
 
     @property
     def embed_requests(self):
@@ -123,6 +129,14 @@ class FakeGemini(object):
                 self.in_flight -= 1
 
     def _answer(self, handler, match, body, failure):
+        if failure is not None and failure[2] is not None:
+            data = failure[2].encode()
+            handler.send_response(failure[0])
+            handler.send_header('Content-Type', 'application/json')
+            handler.send_header('Content-Length', str(len(data)))
+            handler.end_headers()
+            handler.wfile.write(data)
+            return
         if failure is not None and failure[0] is not None:
             status = failure[0]
             reason = {429: 'RESOURCE_EXHAUSTED', 500: 'INTERNAL',

@@ -1,3 +1,5 @@
+import hashlib
+import json
 import time
 
 import numpy as np
@@ -144,6 +146,36 @@ def test_one_vector_per_input_is_checked(fake):
         google(fake).embed_documents(['a', 'b'])
 
 
+@pytest.mark.parametrize('body, error, message', [
+    ('{"embeddings": [{"values": [0.5, 0.5]}, {"values": [0.5, 0.5]}]}',
+     EmbeddingModelError, '2-d vectors .* expected 768'),
+    ('{"embeddings": [{"values": []}, {}]}', EmbeddingModelError,
+     '0-d vectors'),
+    ('<html>proxy error</html>', EmbeddingError, 'no usable answer'),
+])
+def test_malformed_answers_raise_embedding_errors(fake, body, error,
+                                                  message):
+    fake.answer(body)
+    with pytest.raises(error, match=message):
+        google(fake).embed_documents(['a', 'b'])
+
+
+def test_408_is_a_timeout(fake):
+    fake.fail(408, times=3)
+    with pytest.raises(EmbeddingTimeoutError, match='3 attempts'):
+        google(fake).embed_documents(['x'])
+
+
+def test_first_failure_stops_the_requests_not_yet_sent(fake):
+    fake.fail(403)
+    fake.delay = 0.1
+    with pytest.raises(EmbeddingAuthError):
+        google(fake, batch_size=10, concurrency=2).embed_documents(
+            ['t%d' % i for i in range(200)])
+    time.sleep(0.3)          # Whatever was in flight has arrived.
+    assert len(fake.embed_requests) <= 4     # Of 20 batches.
+
+
 def test_concurrency_is_bounded(fake):
     fake.delay = 0.15
     google(fake, batch_size=10, concurrency=3).embed_documents(
@@ -157,6 +189,8 @@ def test_bad_arguments(fake):
         google(fake, batch_size=101)
     with pytest.raises(ValueError, match='dimensions'):
         google(fake, dimensions=4000)
+    with pytest.raises(ValueError, match='dimensions'):
+        google(fake, dimensions=None)
     with pytest.raises(TypeError, match='list of texts'):
         google(fake).embed_documents('one string')
 
@@ -186,6 +220,28 @@ class Encoder(object):
 
 def module_level_encoder(texts):
     return [[1.0, 0.0] for _ in texts]
+
+
+def test_cache_key_follows_the_whole_fingerprint():
+    class Versioned(FunctionEmbedder):
+        version = '1.0'
+
+        @property
+        def fingerprint(self):
+            fingerprint = super(Versioned, self).fingerprint
+            fingerprint['version'] = self.version
+            return fingerprint
+
+    embedder = Versioned(module_level_encoder, 2)
+    before = embedder.cache_key('x')
+    embedder.version = '1.1'        # An upgraded model re-embeds.
+    assert embedder.cache_key('x') != before
+    # Without further parts, keys are those of earlier releases (caches
+    # stay valid across an upgrade of this library).
+    plain = FunctionEmbedder(module_level_encoder, 2, model='m')
+    assert plain.cache_key('x') == hashlib.sha256(json.dumps(
+        ['function', 'm', 2, 'RETRIEVAL_DOCUMENT', None, 'x']).encode()
+    ).hexdigest()
 
 
 def test_function_embedder_names_its_model():

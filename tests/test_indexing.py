@@ -17,6 +17,7 @@ pytest.importorskip('google.genai')
 from playhouse_vec.embeddings import GoogleEmbedder  # noqa: E402
 
 from conftest import counting_embedder  # noqa: E402
+from conftest import hashed_vectors  # noqa: E402
 from fake_gemini import FakeGemini  # noqa: E402
 
 
@@ -225,6 +226,81 @@ def test_deleted_and_emptied_rows_lose_their_vectors(db):
     assert NoteVec.check_index().ok
 
 
+def test_blank_text_is_skipped_and_odd_text_named(db):
+    Note, NoteVec = declare(db, counting_embedder(), dims=8)
+    Note.create(title='install')
+    Note.create(title=' ', body='\t')          # embed() gives ' \n\t'.
+    stats = NoteVec.index()
+    assert (stats.embedded, stats.skipped) == (1, 1)
+    assert NoteVec.check_index().ok
+    NoteVec._indexer.text = lambda note: note.id
+    with pytest.raises(TypeError, match='NoteVec.Meta.embed gave int for '
+                                        'Note 1; it must give a string'):
+        NoteVec.index()
+
+
+def test_vectors_the_column_refuses_name_their_rows(db):
+    # A bag-of-words embedder gives an all-zero vector to a text without
+    # known words; cosine has no distance for it.
+    words = ['sqlite', 'peewee', 'vector']
+    calls = []
+
+    def bag(texts):
+        calls.append(list(texts))
+        return [[t.count(w) for w in words] for t in texts]
+    embedder = FunctionEmbedder(bag, dimensions=3, model='bag')
+    Note, NoteVec = declare(db, embedder, dims=3)
+    for title in ('sqlite vector', 'hello world', 'peewee'):
+        Note.create(title=title)
+    with pytest.raises(ValueError, match=r'Note 2 \(.*all zeros.*nothing '
+                                         r'of this batch was written'):
+        NoteVec.index()
+    assert NoteVec.select().count() == 0
+    calls.clear()
+    with pytest.raises(ValueError, match='Note 2'):
+        NoteVec.index()
+    assert calls == [['hello world\n']]    # The good vectors were cached.
+    Note.update(title='hello sqlite').where(Note.id == 2).execute()
+    assert NoteVec.index().embedded == 1 and NoteVec.check_index().ok
+
+
+def test_row_deleted_while_its_batch_is_embedded_stays_deleted(db):
+    def embed(texts):
+        Note.delete().where(Note.title == 'doomed').execute()
+        return hashed_vectors(texts, 8)
+    embedder = FunctionEmbedder(embed, dimensions=8, model='deleting')
+    Note, NoteVec = declare(db, embedder, dims=8)
+    for title in ('kept', 'doomed', 'also kept'):
+        Note.create(title=title)
+    assert NoteVec.index().updated == 2
+    assert sorted(k for (k,) in NoteVec.select(NoteVec.rowid).tuples()) == \
+        [1, 3]
+    assert NoteVec.check_index().ok
+
+
+def test_index_of_some_rows_reads_only_those(db):
+    Note, NoteVec = declare(db, counting_embedder(), dims=8)
+    Note.insert_many([{'title': 'n%d' % i} for i in range(1200)]).execute()
+    NoteVec.index()
+    note = Note.get_by_id(7)
+    note.title = 'edited'
+    note.save()
+    statements = []
+    db.connection().set_trace_callback(statements.append)
+    try:
+        stats = NoteVec.index([note])
+    finally:
+        db.connection().set_trace_callback(None)
+    assert stats.embedded == 1 and stats.unchanged == 0
+    assert not any(s.lstrip().upper().startswith('SELECT') and
+                   'IN' not in s.upper() and 'playhouse_vec_rows' in s
+                   for s in statements)
+    keys = list(range(1, 1201)) + [5000]   # More than one IN (...) holds.
+    assert NoteVec.index(keys).unchanged == 1200
+    with pytest.raises(ValueError, match='batch_size must be a positive'):
+        NoteVec.index(batch_size=0)
+
+
 @pytest.mark.parametrize('field', [
     {}, dict(quantize='bit', oversample=64), dict(quantize='int8'),
     dict(lists=4, probes=4)])
@@ -370,6 +446,14 @@ def test_hybrid_search_embeds_the_text(db, fake):
     text_only = list(hybrid_search(NoteVec, NoteFTS, text='install',
                                    vector=False))
     assert all(r.vec_rank is None for r in text_only)
+    # Bad arguments are refused before the query is embedded (paid).
+    sent = len(fake.embed_requests)
+    for bad in (dict(k=0), dict(fusion='rff'), dict(weights={'fst': 1})):
+        with pytest.raises(ValueError):
+            hybrid_search(NoteVec, NoteFTS, text='install', **bad)
+    with pytest.raises(ValueError, match='k must be'):
+        NoteVec.search('install', k=-1)
+    assert len(fake.embed_requests) == sent
 
 
 def test_misconfigurations(db, fake):
