@@ -95,23 +95,41 @@ def resolved(database):
     return database
 
 
-def register_database(database):
+_proxies = {}   # id(DatabaseProxy): its settings (proxies live for good).
+
+
+def register_database(database, recursive_triggers=False):
     """
     Make every connection of ``database`` load sqlite-vec. Idempotent.
 
     Connections also get ``journal_mode=WAL`` unless the database's
     ``pragmas`` set a journal mode: readers then never block the writer.
+    With ``recursive_triggers=True`` they also get ``PRAGMA
+    recursive_triggers = ON``, which index-sync triggers need: without it
+    a REPLACE on the content table deletes the old row without firing its
+    DELETE triggers.
 
     Works with any ``SqliteDatabase`` subclass (pools, ``SqliteQueueDatabase``,
-    ``SqliteExtDatabase``) and with a ``DatabaseProxy`` (registered once it
-    is initialized). Already-open connections get sqlite-vec at once, and
-    idle pooled connections, opened without it, are closed.
+    ``SqliteExtDatabase``) and with a ``DatabaseProxy`` (every database it
+    is initialized with, now or later). Already-open connections get
+    sqlite-vec at once, and idle pooled connections, opened without it, are
+    closed.
     """
-    if isinstance(database, Proxy) and database.obj is None:
-        database.attach_callback(register_database)
-        return database
+    if isinstance(database, Proxy):
+        settings = _proxies.get(id(database))
+        if settings is None:
+            settings = _proxies[id(database)] = {'recursive_triggers': False}
+            database.attach_callback(lambda obj: register_database(
+                obj, settings['recursive_triggers']))
+        settings['recursive_triggers'] |= recursive_triggers
+        if database.obj is None:
+            return database
     database = resolved(database)
-    if database is None or getattr(database, '_vec_registered', False):
+    if database is None:
+        return database
+    if getattr(database, '_vec_registered', False):
+        if recursive_triggers:
+            _recursive_triggers_on(database)
         return database
     if not isinstance(database, SqliteDatabase):
         raise ImproperlyConfigured(
@@ -147,7 +165,19 @@ def register_database(database):
         database.close_idle()
     if not database.is_closed() and not _has_sqlite_vec(database):
         load_sqlite_vec(database.connection())
+    if recursive_triggers:
+        _recursive_triggers_on(database)
     return database
+
+
+def _recursive_triggers_on(database):
+    if getattr(database, '_vec_recursive_triggers', False):
+        return
+    database._vec_recursive_triggers = True     # For new connections.
+    if hasattr(database, 'close_idle'):
+        database.close_idle()
+    if not database.is_closed():
+        database.execute_sql('PRAGMA recursive_triggers = ON')
 
 
 def vector_pragmas(cache_mb=64, mmap_mb=0, page_size=65536,
@@ -180,22 +210,6 @@ def vector_pragmas(cache_mb=64, mmap_mb=0, page_size=65536,
             ('synchronous', synchronous),
             ('cache_size', -1024 * int(cache_mb)),
             ('mmap_size', 1024 * 1024 * int(mmap_mb))]
-
-
-def require_recursive_triggers(database):
-    """
-    Turn on ``PRAGMA recursive_triggers`` for every connection.
-
-    Index-sync triggers need it: without it, a REPLACE on the content table
-    deletes the old row without firing its DELETE triggers.
-    """
-    database = resolved(database)
-    register_database(database)
-    database._vec_recursive_triggers = True
-    if hasattr(database, 'close_idle'):
-        database.close_idle()
-    if not database.is_closed():
-        database.execute_sql('PRAGMA recursive_triggers = ON')
 
 
 def key_chunks(keys, size=500):

@@ -29,7 +29,9 @@ from playhouse.sqlite_ext import FTS5Model
 from playhouse.sqlite_ext import SearchField
 
 from playhouse_vec.database import register_database
+from playhouse_vec.schema import IDENTIFIER
 from playhouse_vec.schema import DerivedSchemaManager
+from playhouse_vec.schema import check_content
 from playhouse_vec.schema import ddl_of
 from playhouse_vec.schema import has_integer_key
 from playhouse_vec.schema import library_version
@@ -109,6 +111,7 @@ class FTSModel(FTS5Model):
         content = cls._meta.content
         if content is None:
             return
+        check_content(cls)
         key = content._meta.primary_key
         if not has_integer_key(content):
             raise ImproperlyConfigured(
@@ -126,7 +129,7 @@ class FTSModel(FTS5Model):
                     'each SearchField after a column of %s.' % (
                         cls.__name__, field.name, field.column_name,
                         content.__name__, content.__name__))
-        register_database(cls._meta.database)
+        register_database(cls._meta.database, recursive_triggers=True)
 
     @classmethod
     def clean_options(cls, options):
@@ -134,8 +137,10 @@ class FTSModel(FTS5Model):
         options = dict(options)
         if meta.content is not None:
             options.setdefault('content', meta.content)
-            options.setdefault(
-                'content_rowid', meta.content._meta.primary_key.column_name)
+            column = meta.content._meta.primary_key.column_name
+            if not IDENTIFIER.match(column):
+                column = '"%s"' % column.replace('"', '""')
+            options.setdefault('content_rowid', column)
         if meta.tokenize:
             options.setdefault('tokenize', meta.tokenize)
         if meta.prefix:

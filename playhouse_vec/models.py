@@ -23,7 +23,6 @@ VecModel: a Peewee model backed by a sqlite-vec ``vec0`` virtual table.
 """
 import numbers
 import operator
-import re
 from functools import reduce
 
 import numpy as np
@@ -33,11 +32,13 @@ from peewee import Entity
 from peewee import Field
 from peewee import FloatField
 from peewee import ImproperlyConfigured
+from peewee import IntegrityError
 from peewee import IntegerField
 from peewee import Metadata
 from peewee import ModelInsert
 from peewee import ModelUpdate
 from peewee import Node
+from peewee import OperationalError
 from peewee import NodeList
 from peewee import SQL
 from peewee import Table
@@ -54,8 +55,10 @@ from playhouse_vec.fields import PackedVector
 from playhouse_vec.fields import VectorField
 from playhouse_vec.indexing import Indexer
 from playhouse_vec.query import KNNSelect
+from playhouse_vec.schema import IDENTIFIER
 from playhouse_vec.schema import DerivedSchemaManager
 from playhouse_vec.schema import SchemaChanged
+from playhouse_vec.schema import check_content
 from playhouse_vec.schema import ddl_of
 from playhouse_vec.schema import library_version
 from playhouse_vec.schema import progress_for
@@ -65,7 +68,6 @@ from playhouse_vec.sync import vec_trigger_names
 from playhouse_vec.training import Training
 
 
-IDENTIFIER = re.compile(r'^[A-Za-z_][A-Za-z0-9_]*$')
 RESERVED = ('distance', 'k', 'rowid')
 COLUMN_TYPES = {
     'integer': ('INT', 'INTEGER', 'BIGINT', 'SMALLINT', 'AUTO', 'BIGAUTO'),
@@ -397,9 +399,13 @@ class VecTable(object):
                         self.model.__name__))
             data[field] = column.check(value)
         self.derive([data])
+        computed = False    # SQL for a vector with derived columns.
         for field in list(data):
-            self._check_derived(data, self.hidden_of(field))
-        return any(field in self.hidden or (
+            if isinstance(data[field], Node) and self.hidden_of(field):
+                computed = True     # Rows replaced, derived one by one.
+            else:
+                self._check_derived(data, self.hidden_of(field))
+        return computed or any(field in self.hidden or (
             self.columns[field].role == 'vector' and
             field.storage.name != 'float32') for field in data)
 
@@ -443,11 +449,25 @@ class VecInsert(ModelInsert):
 
     on_conflict_ignore = on_conflict_replace = on_conflict
 
+    def returning(self, *columns):
+        raise ValueError(
+            'vec0 tables return no rows from INSERT ... RETURNING; insert, '
+            'then select %s by key.' % self.model.__name__)
+
     def _execute(self, database):
-        with atomic(database):
-            if self._replace:
-                self._delete_existing()
-            return super(VecInsert, self)._execute(database)
+        try:
+            with atomic(database):
+                if self._replace:
+                    self._delete_existing()
+                return super(VecInsert, self)._execute(database)
+        except OperationalError as exc:
+            if 'UNIQUE constraint failed' not in str(exc):
+                raise
+            # What SQLite tables raise, so "except IntegrityError" works.
+            raise IntegrityError('%s: a row with this key exists already '
+                                 '(%s); use %s.replace() or save() to '
+                                 'replace it.' % (self.model.__name__, exc,
+                                                  self.model.__name__))
 
     def _delete_existing(self):
         pk = self.model._meta.primary_key
@@ -482,12 +502,26 @@ class VecUpdate(ModelUpdate):
                     query._where = pk == key
                     super(VecUpdate, query)._execute(database)
             return len(keys)
+        # New values that are SQL (n + 1, bulk_update's CASE) are computed
+        # by the SELECT that reads the old rows: the INSERT has no row.
         fields = model._meta.sorted_fields
+        computed, plain = [], {}
+        for field, value in self._update.items():
+            if isinstance(value, Node):
+                computed.append((field, value))
+            else:
+                plain[field] = value
         with atomic(database):
-            query = model.select(*fields).where(self._where)
-            rows = [dict(zip(fields, row)) for row in query.tuples()]
-            for row in rows:
-                row.update(self._update)
+            query = model.select(*fields + [
+                v.alias('_new%d' % i) for i, (f, v) in enumerate(computed)])
+            rows = []
+            for row in query.where(self._where).tuples():
+                values = dict(zip(fields, row))
+                values.update(plain)
+                # Read back as stored, as the column gives it.
+                values.update((f, f.python_value(value)) for (f, _), value
+                              in zip(computed, row[len(fields):]))
+                rows.append(values)
             if rows:
                 model.replace_many(rows).execute()
         return len(rows)
@@ -548,10 +582,15 @@ class VecModel(VirtualModel):
             name = field.name + '_list'
             if getattr(field, 'lists', None) and name not in cls._meta.fields:
                 cls._meta.add_field(name, IntegerField())
+        if cls._meta.content is not None:
+            check_content(cls)
         cls._vec = VecTable(cls)
         cls._indexer = Indexer(cls) if cls._meta.embedder else None
         cls._training = Training(cls)
-        register_database(cls._meta.database)
+        # Sync triggers on the content table need recursive triggers in
+        # every process, also one that never calls create_tables().
+        register_database(cls._meta.database,
+                          recursive_triggers=cls._meta.content is not None)
 
     _fill_on_create = False
 

@@ -30,6 +30,7 @@ Each database gets its own bound copies of these models
 """
 import collections
 import json
+import re
 import sys
 import threading
 import weakref
@@ -284,6 +285,32 @@ def _same_sql(a, b):
     def normal(sql):
         return ' '.join((sql or '').lower().replace('"', '').split())
     return normal(a) == normal(b)
+
+
+# A name SQLite takes without quotes (vec0 takes no other).
+IDENTIFIER = re.compile(r'^[A-Za-z_][A-Za-z0-9_]*$')
+
+
+def check_content(model):
+    """Raise ImproperlyConfigured unless ``model``'s ``Meta.content`` can
+    carry its sync triggers: one key column, and both tables in the main
+    database (SQLite triggers cannot reach into an attached one)."""
+    content = model._meta.content
+    key = content._meta.primary_key
+    if not key or isinstance(key, CompositeKey):
+        raise ImproperlyConfigured(
+            '%s needs a single-column primary key on its content model %s '
+            '(its rows are keyed by it); %s has %s.' % (
+                model.__name__, content.__name__, content.__name__,
+                'a composite key' if key else 'none'))
+    for m in (model, content):
+        if m._meta.schema:
+            raise ImproperlyConfigured(
+                '%s is in the attached database %r: an index and its content '
+                'model must both be in the main database, where their sync '
+                'triggers can reach each other. Remove Meta.schema, or open '
+                'that file as its own database.' % (m.__name__,
+                                                    m._meta.schema))
 
 
 def has_integer_key(model):

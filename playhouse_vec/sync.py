@@ -13,7 +13,7 @@ from peewee import NodeList
 from peewee import SQL
 from peewee import Table
 
-from playhouse_vec.database import require_recursive_triggers
+from playhouse_vec.database import register_database
 
 
 class IndexReport(object):
@@ -117,7 +117,7 @@ def install_fts_triggers(fts_model, columns):
                     [remove('OLD')])
     _create_trigger(database, au, NodeList((SQL('AFTER UPDATE OF'), watched)),
                     content, [remove('OLD'), add('NEW')])
-    require_recursive_triggers(database)
+    register_database(database, recursive_triggers=True)
 
 
 def vec_trigger_names(vec_model):
@@ -181,7 +181,7 @@ def install_vec_triggers(vec_model):
     _create_trigger(database, au, NodeList((
         SQL('AFTER UPDATE OF'), Entity(pk))), content,
         [delete('NEW'), move, delete('OLD'), move_state], when=when)
-    require_recursive_triggers(database)
+    register_database(database, recursive_triggers=True)
 
 
 def drop_triggers(database, names):

@@ -249,6 +249,51 @@ def test_a_whole_app_on_a_database_proxy(tmp_path):
     db.close()
 
 
+def test_a_proxy_initialized_again_registers_its_new_database(tmp_path):
+    from peewee import TextField
+    proxy = DatabaseProxy()
+    proxy.initialize(new_database(str(tmp_path / 'first.db')))
+
+    class Note(Model):
+        title = TextField()
+
+        class Meta:
+            database = proxy
+
+    class NoteVec(VecModel):
+        embedding = VectorField(2)
+
+        class Meta:
+            database = proxy
+            content = Note
+
+    proxy.close()
+    db = new_database(str(tmp_path / 'second.db'))   # A test fixture swap.
+    proxy.initialize(db)
+    proxy.create_tables([Note, NoteVec])
+    NoteVec.create(rowid=Note.create(title='x').id, embedding=[1, 0])
+    assert [r.rowid for r in NoteVec.knn([1, 0], k=1)] == [1]
+    assert db.execute_sql('PRAGMA recursive_triggers').fetchone() == (1,)
+    db.close()
+
+
+def test_sync_triggers_work_where_create_tables_is_not_called(tmp_path):
+    # One process makes the tables; another (a web worker) only declares
+    # the models. A REPLACE there fires the content's DELETE triggers.
+    from notes_app import app
+    path = str(tmp_path / 'app.db')
+    setup, Note, NoteFTS, NoteVec = app(path, 'hash-v1')
+    setup.create_tables([Note, NoteFTS, NoteVec])
+    Note.create(title='apple')
+    setup.close()
+    worker, Note, NoteFTS, NoteVec = app(path, 'hash-v1')
+    Note.replace(id=1, title='banana').execute()
+    assert [n.title for n in NoteFTS.search('apple')] == []
+    assert [n.title for n in NoteFTS.search('banana')] == ['banana']
+    assert NoteFTS.check_index().ok
+    worker.close()
+
+
 def test_bind_registers(tmp_path):
     class Item(VecModel):
         embedding = VectorField(2)

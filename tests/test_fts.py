@@ -188,6 +188,32 @@ def test_content_model_needs_an_integer_key(db):
                 content = Page
 
 
+@pytest.mark.parametrize('column', ['note-id', 'Note ID', 'we"ird'])
+def test_content_key_column_that_needs_quoting(db, column):
+    from peewee import AutoField
+
+    class Note(Model):
+        id = AutoField(column_name=column)
+        title = TextField()
+
+        class Meta:
+            database = db
+
+    class NoteFTS(FTSModel):
+        title = SearchField()
+
+        class Meta:
+            database = db
+            content = Note
+
+    db.create_tables([Note, NoteFTS])
+    for title in ('apple pie', 'banana', 'apple tart'):
+        Note.create(title=title)
+    Note.delete().where(Note.title == 'apple pie').execute()
+    assert [n.title for n in NoteFTS.search('apple')] == ['apple tart']
+    assert NoteFTS.check_index().ok
+
+
 NASTY = ['C++', '"unbalanced', 'AND', 'NOT', 'OR', 'NEAR(', 'NEAR(a b', '*',
          '-', ':', 'title:', '^start', 'a AND', '(((', ')', '"', "'", '',
          '   ', '?!.,;', '😀', '😀 install', 'émigré', 'x*', '-install',

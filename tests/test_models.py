@@ -9,7 +9,9 @@ from peewee import DateTimeField
 from peewee import DecimalField
 from peewee import FloatField
 from peewee import ImproperlyConfigured
+from peewee import IntegrityError
 from peewee import IntegerField
+from peewee import Model
 from peewee import TextField
 
 from playhouse_vec import VecModel
@@ -205,6 +207,39 @@ def test_multi_row_update_of_metadata_on_every_kind_of_table(db, kind):
     assert all(np.array_equal(before[i], after[i]) for i in before)
     q = rng.normal(size=8)
     assert Doc.knn(q, k=40).count() == 40
+    # New vectors with an SQL expression, and bulk_update's CASE: the
+    # expression is evaluated per row and derived columns follow.
+    new = rng.normal(size=(5, 8))
+    Doc.update(embedding=new[0], year=Doc.year + 1).where(
+        Doc.rowid == 1).execute()
+    docs = list(Doc.select().where(Doc.rowid.between(2, 5)))
+    for doc in docs:
+        doc.embedding, doc.year = new[doc.rowid - 1], doc.year * 2
+    assert Doc.bulk_update(docs, fields=['embedding', 'year']) == 4
+    years = dict(Doc.select(Doc.rowid, Doc.year).tuples())
+    assert [years[i] for i in range(1, 7)] == [2002] + [4002] * 4 + [2001]
+    probes = dict(probes=2) if kind == 'lists' else {}
+    for i in range(1, 6):
+        assert Doc.knn(new[i - 1], k=1, **probes).get().rowid == i
+
+
+@pytest.mark.parametrize('element_type', ['int8', 'bit'])
+def test_bulk_update_and_expressions_on_int8_and_bit_vectors(db,
+                                                             element_type):
+    Doc = declare(db, 'doc', n=IntegerField(),
+                  embedding=VectorField(8, element_type=element_type))
+    db.create_tables([Doc])
+    for i in range(1, 4):
+        Doc.create(rowid=i, embedding=[i % 2, 1, 0, 1, 0, 1, 0, 1], n=10 * i)
+    Doc.update(embedding=[1] * 8, n=Doc.n + 1).where(Doc.rowid == 1).execute()
+    docs = list(Doc.select().where(Doc.rowid > 1))
+    for doc in docs:
+        doc.embedding = [0] * 7 + [doc.rowid - 2]
+    assert Doc.bulk_update(docs, fields=['embedding']) == 2
+    rows = dict((r.rowid, (r.n, list(r.embedding.astype(int))))
+                for r in Doc.select())
+    assert rows == {1: (11, [1] * 8), 2: (20, [0] * 8),
+                    3: (30, [0] * 7 + [1])}
 
 
 def test_update_of_values_and_refused_key_updates(db):
@@ -233,6 +268,41 @@ def test_upsert_clauses_fail_clearly(Note):
     for method in ('on_conflict_replace', 'on_conflict_ignore'):
         with pytest.raises(ValueError, match='no upsert'):
             getattr(query, method)()
+    with pytest.raises(ValueError, match='no rows from INSERT'):
+        query.returning(Note.rowid)
+    query.execute()
+    for insert in (query, Note.insert_many([dict(
+            rowid=1, embedding=[0, 1, 0], course='b', year=2)])):
+        with pytest.raises(IntegrityError, match='exists already.*replace'):
+            insert.execute()
+    assert stored(db=Note._meta.database) == [(1, 'a', 1, None)]
+
+
+def test_content_models_the_triggers_cannot_serve_are_refused(db):
+    from peewee import CompositeKey
+
+    class Pair(Model):
+        a = IntegerField()
+        b = IntegerField()
+
+        class Meta:
+            database = db
+            primary_key = CompositeKey('a', 'b')
+
+    with pytest.raises(ImproperlyConfigured, match='single-column primary '
+                                                   'key.*composite'):
+        declare(db, 'pairvec', meta=dict(content=Pair),
+                embedding=VectorField(2))
+
+    class Note(Model):
+        title = TextField()
+
+        class Meta:
+            database = db
+
+    with pytest.raises(ImproperlyConfigured, match="attached database 'aux'"):
+        declare(db, 'notevec', meta=dict(content=Note, schema='aux'),
+                embedding=VectorField(2))
 
 
 @pytest.mark.parametrize('row, message', [
