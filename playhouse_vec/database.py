@@ -127,10 +127,16 @@ def register_database(database, recursive_triggers=False):
     database = resolved(database)
     if database is None:
         return database
-    if getattr(database, '_vec_registered', False):
-        if recursive_triggers:
-            _recursive_triggers_on(database)
-        return database
+    if not getattr(database, '_vec_registered', False):
+        _install(database)
+    if recursive_triggers:
+        _recursive_triggers_on(database)
+    return database
+
+
+def _install(database):
+    """Wrap ``database``'s connection hook to load sqlite-vec (and set the
+    library's PRAGMAs), and load it into the connection already open."""
     if not isinstance(database, SqliteDatabase):
         raise ImproperlyConfigured(
             'playhouse_vec needs a SQLite database, got %s.'
@@ -165,9 +171,6 @@ def register_database(database, recursive_triggers=False):
         database.close_idle()
     if not database.is_closed() and not _has_sqlite_vec(database):
         load_sqlite_vec(database.connection())
-    if recursive_triggers:
-        _recursive_triggers_on(database)
-    return database
 
 
 def _recursive_triggers_on(database):
