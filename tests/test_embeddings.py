@@ -94,10 +94,13 @@ def test_429_then_success(fake):
     assert len(fake.embed_requests) == 2  # The first answer was a 429.
 
 
-def test_quota_exhausted(fake):
-    fake.fail(429, times=3)
-    with pytest.raises(EmbeddingQuotaError, match='after 3 attempts'):
+@pytest.mark.parametrize('status, error', [
+    (429, EmbeddingQuotaError), (408, EmbeddingTimeoutError)])
+def test_retried_statuses_exhausted(fake, status, error):
+    fake.fail(status, times=3)
+    with pytest.raises(error, match='3 attempts'):
         google(fake).embed_documents(['x'])
+    assert len(fake.embed_requests) == 3
 
 
 def test_5xx_until_retries_are_exhausted(fake):
@@ -158,12 +161,6 @@ def test_malformed_answers_raise_embedding_errors(fake, body, error,
     fake.answer(body)
     with pytest.raises(error, match=message):
         google(fake).embed_documents(['a', 'b'])
-
-
-def test_408_is_a_timeout(fake):
-    fake.fail(408, times=3)
-    with pytest.raises(EmbeddingTimeoutError, match='3 attempts'):
-        google(fake).embed_documents(['x'])
 
 
 def test_first_failure_stops_the_requests_not_yet_sent(fake):
