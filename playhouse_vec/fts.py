@@ -47,13 +47,18 @@ from playhouse_vec.sync import shadow_table
 WORD = re.compile(r'[^\W_]+')
 DEFAULT_TOKENIZE = 'porter unicode61 remove_diacritics 2'
 # Function words of English questions ("how do I ..."), which match most
-# documents and only add noise and time to an OR query.
+# documents and only add noise and time to an OR query: pronouns, articles,
+# auxiliaries, the filler verbs of questions ("how can I get / use ...")
+# and the pieces WORD splits contractions into ("don't" -> don, t).
 ENGLISH_STOPWORDS = frozenset("""
 a about after all also am an and any are as at be been before being but by
 can could did do does doing for from had has have having how i if in into is
 it its just me my of on or our should so some than that the their them then
 there these they this those to too us was we were what when where which who
 whom why will with would you your
+able get make need possible use using want way
+aren couldn d didn doesn don hasn haven isn ll m re s shouldn t ve wasn
+weren won wouldn
 """.split())
 
 

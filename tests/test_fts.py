@@ -15,6 +15,7 @@ from playhouse_vec import FTSModel
 from playhouse_vec import SearchField
 from playhouse_vec import VecModel
 from playhouse_vec import VectorField
+from playhouse_vec.fts import ENGLISH_STOPWORDS
 from playhouse_vec.fts import text_query
 
 
@@ -268,6 +269,8 @@ def test_text_query():
     assert text_query('a b a', operator='AND') == '"a" AND "b"'
     assert text_query('?!') is None
     assert text_query('the pip', stopwords={'the'}) == '"pip"'
+    assert text_query("Why doesn't pip install?",
+                      stopwords=ENGLISH_STOPWORDS) == '"pip" OR "install"'
     with pytest.raises(ValueError):
         text_query('x', operator='NEAR')
 
@@ -389,9 +392,9 @@ def test_quality_on_faq_dev_questions(tmp_path):
                 .where(Doc.course == course)]
 
     hit, mrr = faq.evaluate(search, questions)
-    # Measured 0.954 / 0.898 with the defaults; the peer anchor is
-    # 0.943 / 0.876.
-    assert hit >= 0.95 and mrr >= 0.895, (hit, mrr)
+    # The target; measured 0.9551 / 0.8976 with the defaults (the
+    # peer anchor is 0.943 / 0.876).
+    assert hit >= 0.955 and mrr >= 0.895, (hit, mrr)
     db.close()
 
 
