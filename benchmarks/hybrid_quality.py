@@ -73,13 +73,13 @@ def main():
     by_question = dict((q, v) for (q, _, _), v in zip(questions, vectors))
     ids = dict(Doc.select(Doc.id, Doc.doc_id).tuples())
 
-    def text_only(question, course):
-        return [d.doc_id for d in DocFTS.search(question, k=5)
+    def text_only(question, course, k=5):
+        return [d.doc_id for d in DocFTS.search(question, k=k)
                 .where(Doc.course == course)]
 
-    def vector_only(question, course):
+    def vector_only(question, course, k=5):
         return [ids[r.rowid] for r in
-                DocVec.knn(by_question[question], k=5)
+                DocVec.knn(by_question[question], k=k)
                 .where(Doc.course == course)]
 
     def hybrid(**options):
@@ -114,7 +114,19 @@ def main():
         hit, mrr = faq.evaluate(search, questions)
         elapsed = (time.perf_counter() - start) / len(questions) * 1000
         print('%-36s %7.4f %7.4f %9.2f' % (name, hit, mrr, elapsed))
+    print('questions whose answer either leg ranks in its top n (what '
+          'fusion can reach):')
+    print('  ' + '  '.join('n=%d %.4f' % (n, reachable(
+        (text_only, vector_only), questions, n)) for n in (5, 10, 20)))
     db.close()
+
+
+def reachable(legs, questions, n):
+    """The share of questions whose answer is among some leg's n best."""
+    found = 0
+    for question, course, expected in questions:
+        found += any(expected in leg(question, course, n) for leg in legs)
+    return found / len(questions)
 
 
 if __name__ == '__main__':
