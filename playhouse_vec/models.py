@@ -273,9 +273,6 @@ class VecTable(object):
                          if f not in self.hidden] + [model.distance]
         # Vector columns whose hidden columns depend on train().
         self.trained = [f for f in self.vectors if self.hidden_of(f)]
-        if not self.vectors:
-            raise ImproperlyConfigured(
-                '%s needs at least one VectorField.' % name)
         self.chunk_size = self._chunk_size(getattr(meta, 'chunk_size', None))
 
     def _vec0_type(self, field, role):
@@ -527,6 +524,19 @@ class VecUpdate(ModelUpdate):
         return len(rows)
 
 
+class NoVectors(object):
+    """What a VecModel without a VectorField has instead of its table: any
+    use (create_table, insert, knn) says what is missing."""
+    def __init__(self, model):
+        self.name = model.__name__
+
+    def __getattr__(self, attr):
+        raise ImproperlyConfigured(
+            '%s needs at least one VectorField to be a vec0 table, e.g. '
+            'embedding = VectorField(384). (A VecModel without one serves '
+            'only as a base class that shares Meta.)' % self.name)
+
+
 class VecModel(VirtualModel):
     """
     A sqlite-vec ``vec0`` table as a Peewee model.
@@ -582,6 +592,13 @@ class VecModel(VirtualModel):
             name = field.name + '_list'
             if getattr(field, 'lists', None) and name not in cls._meta.fields:
                 cls._meta.add_field(name, IntegerField())
+        if not any(isinstance(f, VectorField)
+                   for f in cls._meta.sorted_fields):
+            # A base class that shares Meta (class BaseVec(VecModel) with
+            # a database): its subclasses declare the vectors.
+            cls._vec = NoVectors(cls)
+            cls._indexer = None
+            return
         if cls._meta.content is not None:
             check_content(cls)
         cls._vec = VecTable(cls)

@@ -106,9 +106,29 @@ def test_invalid_declarations_fail_clearly(db, fields, meta, message):
         declare(db, 'bad', meta=meta, **fields)
 
 
-def test_needs_a_vector_column(db):
-    with pytest.raises(ImproperlyConfigured, match='at least one'):
-        declare(db, 'bad', title=TextField())
+def test_needs_a_vector_column_to_be_used(db):
+    Bad = declare(db, 'bad', title=TextField())
+    for use in (lambda: db.create_tables([Bad]),
+                lambda: Bad.insert(title='x').execute(),
+                lambda: list(Bad.knn([1, 2], k=1))):
+        with pytest.raises(ImproperlyConfigured, match='at least one'):
+            use()
+    assert not Bad.table_exists()
+
+
+def test_base_class_without_vectors_shares_meta(db):
+    class BaseVec(VecModel):
+        class Meta:
+            database = db
+            chunk_size = 64
+
+    class Doc(BaseVec):
+        embedding = VectorField(2)
+
+    db.create_tables([Doc])
+    Doc.insert(rowid=1, embedding=[1, 0]).execute()
+    assert [(r.rowid, r.distance) for r in Doc.knn([1, 0], k=1)] == [(1, 0)]
+    assert 'chunk_size=64' in ddl(Doc)
 
 
 def test_default_chunk_size_follows_vector_size(db):
