@@ -136,6 +136,8 @@ ELEMENT_TYPES = {
 
 QUANTIZE = ('bit', 'int8')
 BITS = 4            # Per element, for quantize='bit'.
+OVERSAMPLE = 8      # Candidates per result, for quantize='bit'...
+OVERSAMPLE_LISTS = 64  # ...and with lists= (benchmarks/quantization.py).
 
 
 def quantize_int8(array):
@@ -160,7 +162,9 @@ class VectorField(Field):
         ``oversample`` times k best candidates are rescored exactly with
         the float vectors; ``'int8'`` stores int8 codes (scaled per
         vector, 4x smaller; cosine only) instead of floats.
-    :param oversample: candidates per result for ``quantize='bit'``.
+    :param oversample: candidates per result for ``quantize='bit'``
+        (default 8; 64 with ``lists``, where each probed list gives a few
+        times k candidates, so ranking more of them costs little).
     :param bits: bits per element for ``quantize='bit'``, 1 to 8 (default
         4): each element is compared with ``bits`` thresholds (quantiles
         of its values, fitted by ``train()``), so the Hamming distance
@@ -190,7 +194,8 @@ class VectorField(Field):
     field_type = 'BLOB'
 
     def __init__(self, dimensions, metric=None, element_type='float32',
-                 quantize=None, oversample=8, bits=None, matryoshka=False,
+                 quantize=None, oversample=None, bits=None,
+                 matryoshka=False,
                  lists=None, probes=None, *args, **kwargs):
         if element_type not in ELEMENT_TYPES:
             raise ValueError('element_type must be one of %s, got %r.' % (
@@ -208,7 +213,10 @@ class VectorField(Field):
             raise ValueError('quantize="int8" scales each vector on its own, '
                              'which only cosine distance ignores; use '
                              'metric="cosine".')
-        if not isinstance(oversample, numbers.Integral) or oversample < 1:
+        if oversample is None:
+            oversample = OVERSAMPLE_LISTS if lists else OVERSAMPLE
+        if not isinstance(oversample, numbers.Integral) or \
+                isinstance(oversample, bool) or oversample < 1:
             raise ValueError('oversample must be a positive integer, got %r.'
                              % (oversample,))
         if bits is not None and (
