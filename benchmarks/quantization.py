@@ -53,10 +53,13 @@ CONFIGS = {
     # Inverted lists: sqrt(n) lists, rounded up to a power of two; the
     # search is measured at several probes (fractions of the lists).
     'ivf': dict(lists='sqrt', probes=[1 / 16., 3 / 32., 7 / 64., 1 / 8.]),
+    # Lists and bits (oversample: 64 by default with lists).
     'ivf-bit4': dict(lists='sqrt', probes=[1 / 16., 3 / 32., 1 / 8.],
-                     quantize='bit', bits=4, oversample=16),
+                     quantize='bit', bits=4),
+    'ivf-bit4x16': dict(lists='sqrt', probes=[1 / 16., 3 / 32., 1 / 8.],
+                        quantize='bit', bits=4, oversample=16),
     'ivf-bit8': dict(lists='sqrt', probes=[1 / 16., 3 / 32., 1 / 8.],
-                     quantize='bit', bits=8, oversample=8),
+                     quantize='bit', bits=8),
     # Matryoshka: keep the first dims // 2 or dims // 3 elements.
     'trunc2': dict(matryoshka=2),
     'trunc3': dict(matryoshka=3),

@@ -691,8 +691,7 @@ class KNNSelect(CompiledSelect):
             uses = any(ref is model.distance for ref in column_refs(term))
             (distance_terms if uses else terms).append(term)
         coarse = KNNSelect(model, model._vec.companions[field],
-                           self._coarse_codes(),
-                           min(K_MAX, self.k * field.oversample))
+                           self._coarse_codes(), self._coarse_k())
         coarse._from_list = self._from_list
         coarse._where = reduce(operator.and_, terms) if terms else None
         exact = Function('vec_distance_' + field.metric, [
@@ -762,13 +761,15 @@ class KNNSelect(CompiledSelect):
     def _coarse_per_list(self):
         """quantize='bit' with probed lists: the candidates each list
         gives (None otherwise)."""
-        field = self._knn_field
-        if field not in self.model._vec.companions or \
+        if self._knn_field not in self.model._vec.companions or \
                 self._probe() is None:
             return None
-        candidates = min(K_MAX, self.k * field.oversample)
-        return per_list_k(self.k, candidates,
+        return per_list_k(self.k, self._coarse_k(),
                           len(json.loads(self._knn_lists)))
+
+    def _coarse_k(self):
+        """quantize='bit': the candidates ranked exactly."""
+        return min(K_MAX, self.k * self._knn_field.oversample)
 
     def _coarse_codes(self):
         """quantize='bit': the query's packed bit codes, made once (a plain
