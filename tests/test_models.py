@@ -13,6 +13,7 @@ from peewee import IntegrityError
 from peewee import IntegerField
 from peewee import Model
 from peewee import TextField
+from peewee import fn
 
 from playhouse_vec import VecModel
 from playhouse_vec import VectorField
@@ -260,6 +261,48 @@ def test_bulk_update_and_expressions_on_int8_and_bit_vectors(db,
                 for r in Doc.select())
     assert rows == {1: (11, [1] * 8), 2: (20, [0] * 8),
                     3: (30, [0] * 7 + [1])}
+
+
+def test_insert_many_runs_one_statement_per_row(db):
+    Doc = declare(db, 'doc', meta=dict(auxiliary_columns=('note',)),
+                  embedding=VectorField(8, metric='cosine'),
+                  codes=VectorField(8, element_type='int8'),
+                  signs=VectorField(8, element_type='bit'),
+                  year=IntegerField(), flag=BooleanField(),
+                  note=TextField(null=True))
+    db.create_tables([Doc])
+
+    def row(i, **extra):
+        values = dict(embedding=[i + 1.0] + [0.5] * 7, codes=[i] * 8,
+                      signs=[i % 2] * 8, year=2000 + i, flag=i % 2 == 0,
+                      note=None if i % 2 else 'n%d' % i)
+        values.update(extra)
+        return values
+    rows = [row(i, rowid=i + 1) for i in range(4)]
+    query = Doc.insert_many(rows)
+    assert query._row_statements(db) is not None    # executemany
+    assert query.execute() == 4                     # the last key
+    stored = [(r.rowid, r.embedding[0], list(r.codes), list(r.signs),
+               r.year, r.flag, r.note) for r in Doc.select()]
+    assert stored == [(i + 1, i + 1.0, [i] * 8, [bool(i % 2)] * 8,
+                       2000 + i, i % 2 == 0, None if i % 2 else 'n%d' % i)
+                      for i in range(4)]
+    # Rows that differ in columns, or hold SQL, run an INSERT each.
+    mixed = Doc.insert_many([row(4, rowid=10), row(5)])
+    assert mixed._row_statements(db) is None
+    assert mixed.execute() == 11
+    computed = Doc.insert_many([row(6, rowid=20), row(
+        7, rowid=21, year=Doc.select(fn.MAX(Doc.year)))])
+    assert computed._row_statements(db) is None
+    computed.execute()
+    assert Doc.get_by_id(21).year == 2006
+    assert list(Doc.get_by_id(21).codes) == [7] * 8
+    # A duplicate key in the middle writes none of the rows.
+    with pytest.raises(IntegrityError):
+        Doc.insert_many([row(8, rowid=30), row(9, rowid=1),
+                         row(10, rowid=31)]).execute()
+    assert Doc.select().where(Doc.rowid >= 30).count() == 0
+    assert Doc.select().count() == 8
 
 
 def test_update_of_values_and_refused_key_updates(db):
