@@ -486,18 +486,18 @@ class VecInsert(ModelInsert):
         against 3.6 s). None for rows that differ in columns or hold SQL.
         """
         rows = self._insert
-        columns = [f for f in self.model._meta.sorted_fields if f in rows[0]]
+        first = rows[0].keys()
+        columns = [f for f in self.model._meta.sorted_fields if f in first]
         params = []
         for row in rows:
-            if len(row) != len(columns):
+            if row.keys() != first:
                 return None
             values = []
             for field in columns:
-                value = row.get(field, Node)
-                if value is Node or isinstance(value, Node):
-                    return None     # A missing column, or SQL.
+                value = row[field]
                 if type(value) is not PackedVector:
-                    value = field.db_value(value)
+                    if not isinstance(value, Node):
+                        value = field.db_value(value)
                     if isinstance(value, Node):
                         return None
                 values.append(value)
