@@ -48,6 +48,12 @@ class EmbeddingTimeoutError(EmbeddingError):
     """The provider did not answer in time, also after retrying."""
 
 
+def is_blank(text):
+    """Whether a text has nothing to embed (empty, or only whitespace): a
+    document without it stays out of the index; a query finds nothing."""
+    return not text or not text.strip()
+
+
 def normalize(vectors):
     """L2-normalise rows (a truncated Matryoshka vector is not unit
     length); zero rows stay zero."""

@@ -26,6 +26,7 @@ from peewee import Select
 from peewee import Value
 from peewee import fn
 
+from playhouse_vec.embeddings import is_blank
 from playhouse_vec.query import CompiledSelect
 from playhouse_vec.query import RAW_SQL
 from playhouse_vec.query import column_refs
@@ -323,7 +324,8 @@ def hybrid_search(vec_model, fts_model, text=None, vector=None, k=10,
                              % (name,))
         merged[name] = float(value)
     # Embedded once the arguments are known to be good (a paid call).
-    if vector is None and text is not None and vec_model._indexer:
+    if vector is None and text is not None and vec_model._indexer and \
+            not is_blank(text):
         vector = vec_model._indexer.embedder.embed_query(text, task)
     elif vector is False:
         vector = None

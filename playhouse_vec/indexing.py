@@ -17,6 +17,7 @@ import numpy as np
 from peewee import ImproperlyConfigured
 
 from playhouse_vec.database import atomic
+from playhouse_vec.embeddings import is_blank
 from playhouse_vec.database import key_chunks
 from playhouse_vec.schema import has_integer_key
 from playhouse_vec.schema import library_models
@@ -127,7 +128,7 @@ class Indexer(object):
         text = self._text(self.text, row, 'embed')
         title = self._text(self.title, row, 'embed_title') \
             if self.title else None
-        if not text or not text.strip():
+        if is_blank(text):
             return key, None, None, None, None, None
         cache_key = self.embedder.cache_key(text, title=title)
         values = dict((field.name, getattr(row, source.name))

@@ -52,6 +52,7 @@ from playhouse_vec.database import atomic
 from playhouse_vec.database import key_chunks
 from playhouse_vec.database import register_database
 from playhouse_vec.database import reclaim_space
+from playhouse_vec.embeddings import is_blank
 from playhouse_vec.fields import PackedVector
 from playhouse_vec.fields import VectorField
 from playhouse_vec.indexing import Indexer
@@ -906,14 +907,20 @@ class VecModel(VirtualModel):
     def search(cls, text, k=10, task=None):
         """
         KNN search for a text query, embedded with the query task
-        (``RETRIEVAL_QUERY`` unless ``task`` says otherwise)::
+        (``RETRIEVAL_QUERY`` unless ``task`` says otherwise). Blank text
+        finds no rows (and is not embedded)::
 
             NoteVec.search('function that sorts a list', k=5,
                            task='CODE_RETRIEVAL_QUERY')
         """
         KNNSelect.check_k(k)      # Before the query is embedded (paid).
-        vector = cls._require_indexer().embedder.embed_query(text, task)
-        return cls.knn(vector, k=k)
+        embedder = cls._require_indexer().embedder
+        if isinstance(text, str) and is_blank(text):
+            # Nothing to look for: no rows (and no embedding call), as
+            # FTSModel.search() finds nothing without words.
+            field = cls._vec.vector_field(None)
+            return cls.knn(np.eye(1, field.dimensions)[0], k=0)
+        return cls.knn(embedder.embed_query(text, task), k=k)
 
     @classmethod
     def knn(cls, vector, k=None, field=None, probes=None):

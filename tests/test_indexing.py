@@ -453,6 +453,12 @@ def test_hybrid_search_embeds_the_text(db, fake):
             hybrid_search(NoteVec, NoteFTS, text='install', **bad)
     with pytest.raises(ValueError, match='k must be'):
         NoteVec.search('install', k=-1)
+    # Blank text finds nothing, and is not sent to be embedded.
+    for blank in ('', ' \n\t'):
+        assert list(NoteVec.search(blank)) == []
+        assert list(NoteVec.search(blank, k=5)
+                    .where(Note.course == 'ml')) == []
+        assert list(hybrid_search(NoteVec, NoteFTS, text=blank)) == []
     assert len(fake.embed_requests) == sent
 
 
