@@ -18,7 +18,9 @@ import concurrent.futures
 import hashlib
 import json
 import os
+import random
 import threading
+import time
 
 import numpy as np
 
@@ -251,8 +253,9 @@ class GoogleEmbedder(Embedder):
         vectors are L2-normalised again afterwards.
     :param batch_size: texts per request (the Gemini API takes at most 100).
     :param concurrency: requests in flight at once.
-    :param retries: retries of 408/429/5xx answers and timeouts, with
-        exponential backoff and jitter, before an error is raised.
+    :param retries: retries of 408/429/5xx answers, timeouts and dropped
+        connections, with exponential backoff and jitter, before an error
+        is raised.
     :param timeout: seconds to wait for one request.
     :param api_version: the API version, pinned (default ``'v1beta'`` for
         the Gemini API, ``'v1beta1'`` for Vertex AI).
@@ -281,6 +284,7 @@ class GoogleEmbedder(Embedder):
         self.batch_size = batch_size
         self.concurrency = max(1, int(concurrency))
         self.retries = retries
+        self.initial_delay, self.max_delay = initial_delay, max_delay
         self.timeout = timeout
         if vertexai is None:
             vertexai = any(os.environ.get(name, '').lower() in ('1', 'true')
@@ -347,11 +351,19 @@ class GoogleEmbedder(Embedder):
         config = types.EmbedContentConfig(
             task_type=task, output_dimensionality=self.dimensions,
             title=title if task == DOCUMENT_TASK else None)
-        try:
-            response = self.client.models.embed_content(
-                model=self.model, contents=contents, config=config)
-        except Exception as exc:
-            raise self._error(exc)
+        for attempt in range(self.retries + 1):
+            try:
+                response = self.client.models.embed_content(
+                    model=self.model, contents=contents, config=config)
+                break
+            except Exception as exc:
+                # The SDK retries statuses, timeouts and failed connects;
+                # a connection dropped before the answer (a server or
+                # proxy closing it) is retried here, with the same backoff.
+                if attempt == self.retries or not self._dropped(exc):
+                    raise self._error(exc)
+                time.sleep(min(self.max_delay, self.initial_delay * 2 **
+                               attempt + random.uniform(0, 1)))
         vectors = [e.values or [] for e in (response.embeddings or [])]
         if len(vectors) != len(texts):
             raise EmbeddingError(
@@ -365,6 +377,18 @@ class GoogleEmbedder(Embedder):
                     '/'.join(map(str, wrong)), self.model, self.dimensions,
                     self.dimensions))
         return np.asarray(vectors, dtype=np.float32)
+
+    @staticmethod
+    def _transport(exc):
+        """Whether ``exc`` comes from the SDK's HTTP client (httpx, or
+        its fork httpx2)."""
+        return type(exc).__module__.split('.')[0] in ('httpx', 'httpx2')
+
+    def _dropped(self, exc):
+        """Whether the connection closed before the answer came."""
+        return self._transport(exc) and any(
+            cls.__name__ in ('RemoteProtocolError', 'ReadError', 'WriteError')
+            for cls in type(exc).__mro__)
 
     def _error(self, exc):
         from google.auth.exceptions import GoogleAuthError
@@ -411,8 +435,11 @@ class GoogleEmbedder(Embedder):
         if 'Connect' in name:
             return EmbeddingError('Cannot connect to the Gemini API (%s: '
                                   '%s).' % (name, exc))
-        transport = type(exc).__module__.split('.')[0] in ('httpx', 'httpx2')
-        if transport or isinstance(exc, (OSError, ValueError)):
+        if self._dropped(exc):
+            return EmbeddingError('The connection to the Gemini API dropped '
+                                  'before it answered, %s (%s: %s).' % (
+                                      attempts, name, exc))
+        if self._transport(exc) or isinstance(exc, (OSError, ValueError)):
             # A dropped connection, a proxy's HTML page, a broken answer.
             return EmbeddingError('The Gemini API gave no usable answer '
                                   '(%s: %s).' % (name, exc))

@@ -83,6 +83,12 @@ class FakeGemini(object):
         for _ in range(times):
             self.failures.append((None, delay, None))
 
+    def hang_up(self, times=1):
+        """Close the connection of the next ``times`` requests without an
+        answer (a server or proxy dropping it)."""
+        for _ in range(times):
+            self.failures.append(('hang up', 0.0, None))
+
     def answer(self, body, times=1):
         """Answer the next ``times`` requests with ``body`` (text) and
         status 200, whatever they ask."""
@@ -129,6 +135,9 @@ class FakeGemini(object):
                 self.in_flight -= 1
 
     def _answer(self, handler, match, body, failure):
+        if failure is not None and failure[0] == 'hang up':
+            handler.close_connection = True
+            return
         if failure is not None and failure[2] is not None:
             data = failure[2].encode()
             handler.send_response(failure[0])

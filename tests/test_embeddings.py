@@ -163,6 +163,17 @@ def test_malformed_answers_raise_embedding_errors(fake, body, error,
         google(fake).embed_documents(['a', 'b'])
 
 
+def test_dropped_connections_are_retried(fake):
+    fake.hang_up(times=2)
+    vectors = google(fake).embed_documents(['a'])      # 3 attempts
+    assert len(fake.embed_requests) == 3
+    assert np.allclose(vectors[0], google(fake).embed_documents(['a'])[0])
+    fake.hang_up(times=3)
+    with pytest.raises(EmbeddingError, match='dropped before it answered, '
+                                             '3 attempts'):
+        google(fake).embed_documents(['a'])
+
+
 def test_first_failure_stops_the_requests_not_yet_sent(fake):
     fake.fail(403, delay=0.1)
     fake.delay = 0.05
