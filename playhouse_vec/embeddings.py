@@ -440,7 +440,7 @@ class GoogleEmbedder(Embedder):
                                   'before it answered, %s (%s: %s).' % (
                                       attempts, name, exc))
         if self._transport(exc) or isinstance(exc, (OSError, ValueError)):
-            # A dropped connection, a proxy's HTML page, a broken answer.
+            # A broken connection, a proxy's HTML page, a broken answer.
             return EmbeddingError('The Gemini API gave no usable answer '
                                   '(%s: %s).' % (name, exc))
         return exc

@@ -195,8 +195,7 @@ class VectorField(Field):
 
     def __init__(self, dimensions, metric=None, element_type='float32',
                  quantize=None, oversample=None, bits=None,
-                 matryoshka=False,
-                 lists=None, probes=None, *args, **kwargs):
+                 matryoshka=False, lists=None, probes=None, *args, **kwargs):
         if element_type not in ELEMENT_TYPES:
             raise ValueError('element_type must be one of %s, got %r.' % (
                 ', '.join(sorted(ELEMENT_TYPES)), element_type))
