@@ -144,8 +144,10 @@ def quantize_int8(array):
     """float vector -> int8 codes, scaled by 127 / max|x| per vector (the
     fixed [-1, 1] scale wastes most levels on normalised embeddings)."""
     peak = np.abs(array).max() if array.size else 0.0
-    scale = 127.0 / peak if peak > 0 else 0.0
-    return np.clip(np.round(array * scale), -127, 127).astype(np.int8)
+    if not peak > 0:
+        return np.zeros(array.shape, np.int8)
+    # Divided first: 127 / peak overflows float32 for tiny vectors.
+    return np.clip(np.round(array / peak * 127), -127, 127).astype(np.int8)
 
 
 class VectorField(Field):
@@ -335,7 +337,10 @@ class VectorField(Field):
     def _directed(self, blob, metric):
         """``blob``, unless it is all zeros where the metric is cosine: it
         has no direction, and its distance to anything would be NaN."""
+        # Only bytes 00 and 80 (the sign of -0.0) make zeros: the exact
+        # check runs for such BLOBs only.
         if (metric or self.metric) == 'cosine' and \
+                not blob.translate(None, b'\x00\x80') and \
                 not np.frombuffer(blob, self.storage.dtype).any():
             raise self.error('is all zeros, which has no cosine distance '
                              '(it would be NaN); leave the row out or use '

@@ -43,6 +43,7 @@ from peewee import NodeList
 from peewee import SQL
 from peewee import Table
 from peewee import VirtualField
+from peewee import _StringField
 from peewee import __exception_wrapper__
 from peewee import fn
 from playhouse.sqlite_ext import RowIDField
@@ -85,6 +86,10 @@ ALLOWED_TYPES = {
     'auxiliary': ('integer', 'float', 'text', 'blob'),
 }
 LIMITS = {'vector': 16, 'metadata': 16, 'auxiliary': 16, 'partition key': 4}
+# Peewee's own conversions of integer, float and text values, which leave
+# such values as they are.
+NATIVE_ADAPT = {'integer': IntegerField.adapt, 'float': FloatField.adapt,
+                'text': _StringField.adapt}
 # Vector options a table can be rebuilt for from its own rows.
 REINDEXED = ('metric', 'quantize', 'bits', 'lists')
 
@@ -276,6 +281,22 @@ class VecTable(object):
         # Vector columns whose hidden columns depend on train().
         self.trained = [f for f in self.vectors if self.hidden_of(f)]
         self.chunk_size = self._chunk_size(getattr(meta, 'chunk_size', None))
+
+    def native(self, field):
+        """Whether the values vec0 returns for ``field`` are already what
+        its ``python_value`` would make of them: vec0 types its rowid,
+        distance and metadata columns strictly, and Peewee's own integer,
+        float and text fields leave such values as they are."""
+        if field is self.model.distance:
+            vtype, field = 'float', field.field_instance
+        else:
+            column = self.columns.get(field)
+            if column is None or column.role not in ('rowid', 'metadata'):
+                return False
+            vtype = column.vtype
+        cls = type(field)
+        return cls.python_value is Field.python_value and \
+            getattr(cls, 'adapt', None) is NATIVE_ADAPT.get(vtype, False)
 
     def _vec0_type(self, field, role):
         for vtype, field_types in COLUMN_TYPES.items():

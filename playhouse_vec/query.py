@@ -41,7 +41,6 @@ from peewee import Field
 from peewee import Function
 from peewee import JOIN
 from peewee import Join
-from peewee import ModelDictCursorWrapper
 from peewee import ModelObjectCursorWrapper
 from peewee import ModelSelect
 from peewee import database_required
@@ -528,8 +527,7 @@ class KNNSelect(CompiledSelect):
         cursor = database.execute_sql(plain.sql, params)
         if self._row_type is None:
             self._cursor_wrapper = KNNRowWrapper(cursor, self.model,
-                                                 self._returning)
-            self._cursor_wrapper.read_all(plain)
+                                                 self._returning, plain)
         else:
             self._cursor_wrapper = self._get_cursor_wrapper(cursor)
         return self._cursor_wrapper
@@ -850,33 +848,40 @@ class PlainSearch(object):
 
 
 class KNNRowWrapper(ModelObjectCursorWrapper):
-    """Model instances of a plain search, whose columns are all fields of
-    the model: the values go straight into the instance's data."""
-    def __init__(self, cursor, model, columns):
-        super(KNNRowWrapper, self).__init__(cursor, model, columns, model)
-
-    def process_row(self, row):
-        obj = self.constructor(__no_default__=1)
-        obj.__data__.update(ModelDictCursorWrapper.process_row(self, row))
-        return obj
-
-    def read_all(self, plain):
-        """Read the (at most k) rows at once and release the statement."""
-        rows = self.cursor.fetchall()
-        self.cursor.close()
-        if rows:
-            if plain.columns is None:
-                before = set(self.__dict__)
-                self.initialize()
-                plain.columns = dict((name, value) for name, value in
-                                     self.__dict__.items()
-                                     if name not in before)
-            else:
-                self.__dict__.update(plain.columns)
-            self.initialized = True
-        self.row_cache = [self.process_row(row) for row in rows]
+    """The model instances of a plain search, read at once. Its columns are
+    all fields of the model: the values go straight into each instance's
+    data, converted only where vec0 does not return them as they should be.
+    """
+    def __init__(self, cursor, model, columns, plain):
+        # Peewee's cursor wrapper state, set in one step: its chain of
+        # __init__ methods costs more than the rows of a small k.
+        self.cursor, self.model, self.select = cursor, model, columns
+        self.constructor, self.is_model = model, True
+        self.index = 0
+        rows = cursor.fetchall()
+        cursor.close()                  # Release the statement.
+        if rows and plain.columns is None:
+            # Peewee resolves the columns once; every later search with
+            # this SQL reuses its names and converters.
+            self.initialize()
+            names = getattr(self, 'unique_columns', self.columns)
+            native = model._vec.native
+            plain.columns = tuple(names), tuple(
+                (i, names[i], convert)
+                for i, convert in enumerate(self.converters)
+                if convert is not None and not native(self.fields[i]))
+        self.row_cache = [self.process_row(row, plain.columns)
+                          for row in rows]
         self.count = len(rows)
-        self.populated = True
+        self.initialized = self.populated = True
+
+    def process_row(self, row, columns):
+        names, converted = columns
+        obj = self.constructor(__no_default__=1)
+        obj.__data__ = data = dict(zip(names, row))
+        for i, name, convert in converted:
+            data[name] = convert(row[i])
+        return obj
 
     def iterator(self):
         # The rows are read already (the cursor is closed).

@@ -71,6 +71,14 @@ def test_zero_vectors_have_no_cosine_distance(db, options):
         'Meta': type('Meta', (), {'database': db, 'table_name': 'docvec'})})
     db.create_tables([Doc])
     zero = [0, 0, 0, 0]
+    with pytest.raises(ValueError, match='all zeros'):
+        Doc.create(embedding=[-0.0, 0, -0.0, -0.0])
+    # A vector of the bytes that make zeros (00, 80) is not one.
+    tiny = np.frombuffer(b'\x80\x00\x00\x00' * 4, '<f4')
+    if 'element_type' not in options:
+        packed = Doc.embedding.to_bytes(tiny)
+        if options.get('quantize') == 'int8':    # 127 / 1e-43 overflowed.
+            assert np.frombuffer(packed, np.int8).tolist() == [127] * 4
     for write in (lambda: Doc.create(embedding=zero),
                   lambda: Doc.insert_many([{'embedding': [1, 0, 0, 0]},
                                            {'embedding': zero}]).execute(),

@@ -419,6 +419,47 @@ def test_plain_search_compiles_once_and_matches_the_general_path(corpus):
     assert len(NoteVec._vec.plain_sql) == 4
 
 
+class Grade(IntegerField):
+    """Stored as an integer, read back as a letter."""
+    def python_value(self, value):
+        return 'ABC'[value]
+
+
+def test_plain_search_converts_only_what_vec0_does_not_type(db, rng):
+    # vec0 returns rowid, distance and integer, float and text metadata
+    # typed; booleans, fields with their own python_value and auxiliary
+    # columns still go through the field's conversion.
+    class Doc(VecModel):
+        embedding = VectorField(4)
+        year = IntegerField()
+        score = FloatField()
+        course = TextField()
+        draft = BooleanField()
+        grade = Grade()
+        pages = IntegerField()
+
+        class Meta:
+            database = db
+            auxiliary_columns = ('pages',)
+
+    db.create_tables([Doc])
+    Doc.insert_many([dict(rowid=i + 1, embedding=rng.normal(size=4),
+                          year=2020 + i, score=i / 2, course='c%d' % i,
+                          draft=bool(i % 2), grade=i % 3, pages=10 + i)
+                     for i in range(4)]).execute()
+    Doc._vec.plain_sql.clear()
+    for _ in range(2):          # Compiling the search, then reusing it.
+        rows = sorted(Doc.knn(rng.normal(size=4), k=4), key=lambda r: r.year)
+        assert len(Doc._vec.plain_sql) == 1
+        assert [(r.rowid, r.year, r.score, r.course, r.draft, r.grade,
+                 r.pages) for r in rows] == [
+            (i + 1, 2020 + i, i / 2, 'c%d' % i, bool(i % 2), 'ABC'[i % 3],
+             10 + i) for i in range(4)]
+        assert [type(v) for v in (rows[1].draft, rows[1].pages,
+                                  rows[1].distance)] == [bool, int, float]
+        assert not any(r.is_dirty() for r in rows)
+
+
 def test_k_above_vec0_limit_uses_an_exact_scan(corpus):
     NoteVec, truth = corpus['NoteVec'], corpus['truth']
     k = K_MAX + 904
