@@ -183,7 +183,7 @@ def _is_boolean(value):
 
 
 TYPE_CHECKS = {
-    'integer': lambda v: isinstance(v, numbers.Integral),
+    'integer': lambda v: type(v) is int or isinstance(v, numbers.Integral),
     'float': lambda v: isinstance(v, numbers.Real) and not isinstance(
         v, (bool, np.bool_)) and np.isfinite(v),
     'boolean': _is_boolean,
@@ -373,27 +373,58 @@ class VecTable(object):
                     row[hidden] = value
 
     def check_rows(self, rows):
-        """Validate {field: value} rows for an INSERT; fill defaults and
-        the hidden columns."""
-        for row in rows:
-            for field, column in self.columns.items():
-                if field in row:
-                    row[field] = column.check(row[field])
-                elif field.default is not None:
-                    row[field] = (field.default() if callable(field.default)
-                                  else field.default)
-                elif field not in self.hidden and not (
-                        column.role in ('rowid', 'auxiliary') or (
-                            column.role == 'primary key' and
-                            column.vtype == 'integer')):
-                    raise ValueError(
-                        'Missing value for %s.%s: every row of a vec0 table '
-                        'needs its %s column.' % (self.model.__name__,
-                                                  field.name, column.role))
-        self.derive(rows)
-        for row in rows:
+        """Validate INSERT rows, given as (fields, values) pairs where rows
+        of one shape share one tuple of fields; return them as {field:
+        value} dicts with defaults and hidden columns filled. The vectors
+        of each shape are checked in one pass per column."""
+        shapes = {}
+        for fields, values in rows:
+            shape = shapes.get(id(fields))
+            if shape is None:
+                shape = shapes[id(fields)] = (fields,) + self._shape(fields)
+            shape[3].append(values)
+        for fields, _, _, group in shapes.values():
+            for i, field in enumerate(fields):
+                if not isinstance(field, VectorField):
+                    continue
+                given = [values for values in group
+                         if type(values[i]) is np.ndarray]
+                for values, packed in zip(given, field.pack_many(
+                        [values[i] for values in given])):
+                    values[i] = packed
+        checked = []
+        for fields, values in rows:
+            _, columns, defaults, _ = shapes[id(fields)]
+            row = dict(zip(fields, [column.check(value) for column, value
+                                    in zip(columns, values)]))
+            for field, default in defaults:
+                row[field] = default() if callable(default) else default
+            checked.append(row)
+        self.derive(checked)
+        for row in checked:
             self._check_derived(row, self.hidden)
-        return rows
+        return checked
+
+    def _shape(self, fields):
+        """(the columns of ``fields``, the defaults of the columns they
+        leave out, [] for the rows of this shape); raises if they leave
+        out one that rows need."""
+        given = set(fields)
+        defaults = []
+        for field, column in self.columns.items():
+            if field in given:
+                continue
+            if field.default is not None:
+                defaults.append((field, field.default))
+            elif field not in self.hidden and not (
+                    column.role in ('rowid', 'auxiliary') or (
+                        column.role == 'primary key' and
+                        column.vtype == 'integer')):
+                raise ValueError(
+                    'Missing value for %s.%s: every row of a vec0 table '
+                    'needs its %s column.' % (self.model.__name__,
+                                              field.name, column.role))
+        return [self.columns[field] for field in fields], defaults, []
 
     def _check_derived(self, row, hidden):
         for field in hidden:
@@ -985,34 +1016,44 @@ class VecModel(VirtualModel):
 
     @classmethod
     def _rows(cls, rows, fields=None):
-        fields = [cls._meta.fields[f] if isinstance(f, str) else f
-                  for f in fields] if fields else None
+        """INSERT rows (dicts, or tuples of ``fields``) as checked
+        {field: value} dicts."""
+        shapes = {}    # The fields of each set of dict keys seen.
+        columns = None
         checked = []
         for row in rows:
             if isinstance(row, dict):
-                data = {}
-                for key, value in row.items():
-                    field = key
-                    if isinstance(key, str):
-                        field = cls._meta.combined.get(key)
-                    if not isinstance(field, Field) or \
-                            field not in cls._vec.columns:
-                        raise ValueError('%s has no column %r.' % (
-                            cls.__name__, key))
-                    data[field] = value
-            else:
-                columns = fields or (cls._meta.sorted_fields[1:]
-                                     if cls._meta.auto_increment
-                                     else cls._meta.sorted_fields)
-                if len(row) != len(columns):
-                    raise ValueError(
-                        'A %s row has %d values for %d columns (%s); pass '
-                        'fields= or dicts.' % (
-                            cls.__name__, len(row), len(columns),
-                            ', '.join(f.name for f in columns)))
-                data = dict(zip(columns, row))
-            checked.append(data)
+                keys = tuple(row)
+                shape = shapes.get(keys)
+                if shape is None:
+                    shape = shapes[keys] = cls._fields_named(keys)
+                checked.append((shape, list(row.values())))
+                continue
+            if columns is None:
+                columns = cls._fields_named(fields) if fields else tuple(
+                    cls._meta.sorted_fields[1:] if cls._meta.auto_increment
+                    else cls._meta.sorted_fields)
+            if len(row) != len(columns):
+                raise ValueError(
+                    'A %s row has %d values for %d columns (%s); pass '
+                    'fields= or dicts.' % (
+                        cls.__name__, len(row), len(columns),
+                        ', '.join(f.name for f in columns)))
+            checked.append((columns, list(row)))
         return cls._vec.check_rows(checked)
+
+    @classmethod
+    def _fields_named(cls, keys):
+        """The columns named by ``keys`` (fields or their names)."""
+        fields = []
+        for key in keys:
+            field = cls._meta.combined.get(key) if isinstance(key, str) \
+                else key
+            if not isinstance(field, Field) or field not in cls._vec.columns:
+                raise ValueError('%s has no column %r.' % (cls.__name__,
+                                                            key))
+            fields.append(field)
+        return tuple(fields)
 
     @classmethod
     def insert(cls, __data=None, **insert):

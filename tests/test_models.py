@@ -391,6 +391,48 @@ def test_bad_rows_are_rejected_before_anything_is_written(db, Note, row,
     assert stored(db) == []
 
 
+@pytest.mark.parametrize('bad, message', [
+    (np.array([1.0, np.nan, 0.0]), 'NaN or infinity'),
+    (np.array([1.0, 0.0, np.inf], np.float32), 'NaN or infinity'),
+    (np.array([1e39, 0.0, 0.0]), 'NaN or infinity'),  # Overflows float32.
+    (np.array([0.0, -0.0, 0.0]), 'all zeros'),
+    (np.array([1.0, 0.0]), 'has 2 dimensions'),
+    (np.ones((3, 1)), 'one-dimensional'),
+    (np.array(['a', 'b', 'c']), 'expected numbers'),
+])
+def test_bad_array_in_a_batch_is_named_and_nothing_written(db, bad,
+                                                            message):
+    # Arrays of one shape are checked together; a batch that fails is
+    # checked row by row, so the error is the one for that vector.
+    Doc = declare(db, 'doc', embedding=VectorField(3, metric='cosine'),
+                  course=TextField())
+    db.create_tables([Doc])
+    rows = [dict(embedding=np.array([1.0, i, 2.0]), course='c')
+            for i in range(4)]
+    rows.insert(2, dict(embedding=bad, course='c'))
+    with db.atomic():
+        with pytest.raises(ValueError, match=message):
+            Doc.insert_many(rows).execute()
+    assert Doc.select().count() == 0
+
+
+def test_arrays_checked_together_are_stored_as_one_by_one(db, rng):
+    Doc = declare(db, 'doc', embedding=VectorField(4, metric='cosine'),
+                  course=TextField())
+    db.create_tables([Doc])
+    vectors = rng.normal(size=(50, 4))            # float64: converted.
+    rows = [dict(embedding=v, course='c') for v in vectors[:25]]
+    rows += [dict(rowid=100 + i, embedding=v.astype(np.float32),
+                  course='d') for i, v in enumerate(vectors[25:])]
+    Doc.insert_many(rows).execute()
+    stored = dict((r.rowid, r.embedding) for r in Doc.select())
+    assert len(stored) == 50
+    one_by_one = [Doc.embedding.pack(v) for v in vectors]
+    packed = Doc.embedding.pack_many(list(vectors))
+    assert packed == one_by_one
+    assert [stored[k].tobytes() for k in sorted(stored)] == one_by_one
+
+
 def test_failed_bulk_insert_leaves_nothing(db, Note):
     Note.create(rowid=3, embedding=[1, 0, 0], course='a', year=1)
     rows = [dict(rowid=i, embedding=[i, 1, 0], course='b', year=i)
