@@ -1050,8 +1050,8 @@ class VecModel(VirtualModel):
             field = cls._meta.combined.get(key) if isinstance(key, str) \
                 else key
             if not isinstance(field, Field) or field not in cls._vec.columns:
-                raise ValueError('%s has no column %r.' % (cls.__name__,
-                                                            key))
+                raise ValueError('%s has no column %r.' % (
+                    cls.__name__, key))
             fields.append(field)
         return tuple(fields)
 

@@ -400,8 +400,8 @@ def test_bad_rows_are_rejected_before_anything_is_written(db, Note, row,
     (np.ones((3, 1)), 'one-dimensional'),
     (np.array(['a', 'b', 'c']), 'expected numbers'),
 ])
-def test_bad_array_in_a_batch_is_named_and_nothing_written(db, bad,
-                                                            message):
+def test_bad_array_in_a_batch_is_named_and_nothing_written(
+        db, bad, message):
     # Arrays of one shape are checked together; a batch that fails is
     # checked row by row, so the error is the one for that vector.
     Doc = declare(db, 'doc', embedding=VectorField(3, metric='cosine'),
