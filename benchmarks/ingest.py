@@ -1,9 +1,9 @@
 """
 Ingest rate: documents with three text fields and a 768-d vector written to
 a content table, its FTS5 index (by triggers) and a vec0 table, in
-transactions of 1,000 documents.
+transactions of 1,000 documents (``--batch``).
 
-    python benchmarks/ingest.py [--docs 100000] [--dims 768]
+    python benchmarks/ingest.py [--docs 100000] [--dims 768] [--batch 1000]
                                 [--pragmas tuned|cache|default]
 """
 import argparse
@@ -32,12 +32,13 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--docs', type=int, default=100000)
     parser.add_argument('--dims', type=int, default=768)
+    parser.add_argument('--batch', type=int, default=1000)
     parser.add_argument('--pragmas', default='tuned', choices=PRAGMAS)
     args = parser.parse_args()
-    ingest(args.docs, args.dims, args.pragmas)
+    ingest(args.docs, args.dims, args.pragmas, args.batch)
 
 
-def ingest(docs, dims, pragmas):
+def ingest(docs, dims, pragmas, batch=1000):
     """Ingest ``docs`` documents; print and return the rate (docs/s)."""
     vectors, _ = embedding_like(docs, dims)
     rng = np.random.default_rng(0)
@@ -79,8 +80,8 @@ def ingest(docs, dims, pragmas):
         db.create_tables([Doc, DocFTS, DocVec])
         parts = [0.0, 0.0]    # content + FTS5, vec0 (commits aside)
         start = time.perf_counter()
-        for lo in range(0, docs, 1000):
-            hi = min(docs, lo + 1000)
+        for lo in range(0, docs, batch):
+            hi = min(docs, lo + batch)
             with db.atomic():
                 t0 = time.perf_counter()
                 Doc.insert_many(
@@ -97,9 +98,10 @@ def ingest(docs, dims, pragmas):
         elapsed = time.perf_counter() - start
         print('%d documents (3 text fields, %d-d vector) -> content + FTS5 '
               '+ vec0: %.0f docs/s (%.1f s: content + FTS5 %.1f s, vec0 '
-              '%.1f s, commits %.1f s); chunk_size=%d, PRAGMAs %s'
+              '%.1f s, commits %.1f s); %d per transaction, chunk_size=%d, '
+              'PRAGMAs %s'
               % (docs, dims, docs / elapsed, elapsed, parts[0], parts[1],
-                 elapsed - sum(parts), DocVec._vec.chunk_size,
+                 elapsed - sum(parts), batch, DocVec._vec.chunk_size,
                  pragma_list(pragmas)))
         assert DocFTS.check_index().ok and DocVec.check_index().ok
         db.close()

@@ -3,7 +3,7 @@ KNN latency: playhouse_vec's ``knn()`` vs the same query as hand-written SQL
 vs numpy brute force in RAM, on synthetic embedding-like data (low rank plus
 noise, unit length, cosine).
 
-    python benchmarks/knn.py [--sizes 10000x384,100000x768] [--queries 50]
+    python benchmarks/knn.py [--sizes 10000x384,100000x768] [--queries 200]
 
 Every measurement of one query runs back to back, in a random order, in this
 one process (a fixed rotation would always run the same method right after
@@ -161,7 +161,7 @@ def run(n, dims, n_queries, directory):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--sizes', default='10000x384,100000x768')
-    parser.add_argument('--queries', type=int, default=50)
+    parser.add_argument('--queries', type=int, default=200)
     args = parser.parse_args()
     import peewee
     print('peewee %s, SQLite %s, driver %s' % (
