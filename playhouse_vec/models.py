@@ -126,23 +126,33 @@ class VecColumn(object):
                 raise ValueError('%s.%s is a vector column and cannot be '
                                  'NULL.' % (field.model.__name__, field.name))
             return field.pack(value)
-        if value is None:
+        # What is written is the field's db_value() (a field may store a
+        # datetime as an integer, say); the value itself is returned, for
+        # Peewee to convert once on the way.
+        try:
+            stored = None if value is None else field.db_value(value)
+        except (TypeError, ValueError) as exc:
+            raise ValueError('%s.%s cannot store %r (%s): %s.' % (
+                field.model.__name__, field.name, value,
+                type(value).__name__, exc))
+        if stored is None:
             if self.nullable:
                 return value
             raise ValueError(
                 '%s.%s is a %s column of a vec0 table and cannot be NULL '
                 '(sqlite-vec rejects NULL there); give every row a value.'
                 % (field.model.__name__, field.name, self.role))
-        if self.vtype and not TYPE_CHECKS[self.vtype](value):
-            raise ValueError('%s.%s expects %s, got %r (%s).' % (
+        if self.vtype and not TYPE_CHECKS[self.vtype](stored):
+            raise ValueError('%s.%s expects %s, got %r (%s)%s.' % (
                 field.model.__name__, field.name, TYPE_NAMES[self.vtype],
-                value, type(value).__name__))
+                value, type(value).__name__, '' if stored is value else
+                ', stored as %r' % (stored,)))
         return value
 
     @property
     def nullable(self):
         """Whether NULL may be written (an integer key is then chosen)."""
-        return self.role == 'auxiliary' or (
+        return self.role in ('auxiliary', 'rowid') or (
             self.role == 'primary key' and self.vtype == 'integer')
 
     def converted(self, value):
@@ -397,8 +407,9 @@ class VecTable(object):
             _, columns, defaults, _ = shapes[id(fields)]
             row = dict(zip(fields, [column.check(value) for column, value
                                     in zip(columns, values)]))
-            for field, default in defaults:
-                row[field] = default() if callable(default) else default
+            for field, column, default in defaults:
+                row[field] = column.check(default() if callable(default)
+                                          else default)
             checked.append(row)
         self.derive(checked)
         for row in checked:
@@ -415,7 +426,7 @@ class VecTable(object):
             if field in given:
                 continue
             if field.default is not None:
-                defaults.append((field, field.default))
+                defaults.append((field, column, field.default))
             elif field not in self.hidden and not (
                     column.role in ('rowid', 'auxiliary') or (
                         column.role == 'primary key' and
@@ -1029,10 +1040,12 @@ class VecModel(VirtualModel):
                     shape = shapes[keys] = cls._fields_named(keys)
                 checked.append((shape, list(row.values())))
                 continue
-            if columns is None:
+            if columns is None:     # By default the declared fields.
                 columns = cls._fields_named(fields) if fields else tuple(
-                    cls._meta.sorted_fields[1:] if cls._meta.auto_increment
-                    else cls._meta.sorted_fields)
+                    f for f in (cls._meta.sorted_fields[1:]
+                                if cls._meta.auto_increment
+                                else cls._meta.sorted_fields)
+                    if f not in cls._vec.hidden)
             if len(row) != len(columns):
                 raise ValueError(
                     'A %s row has %d values for %d columns (%s); pass '
@@ -1073,8 +1086,15 @@ class VecModel(VirtualModel):
 
     @classmethod
     def replace_many(cls, rows, fields=None):
-        """Insert rows, first deleting rows with the same keys."""
-        query = cls.insert_many(rows, fields)
+        """Insert rows, first deleting rows with the same keys; of rows
+        that share a key, the last wins (as with INSERT OR REPLACE)."""
+        rows = cls._rows(rows, fields)
+        pk = cls._meta.primary_key
+        last = dict((row[pk], i) for i, row in enumerate(rows)
+                    if row.get(pk) is not None)
+        query = VecInsert(cls, insert=[
+            row for i, row in enumerate(rows)
+            if row.get(pk) is None or last[row[pk]] == i])
         query._replace = True
         return query
 

@@ -74,8 +74,15 @@ NATIVE_OPS = {
     ('partition key', 'integer'): COMPARISONS,
     ('partition key', 'text'): COMPARISONS,
 }
+AGGREGATES = ('AVG', 'COUNT', 'GROUP_CONCAT', 'MAX', 'MIN', 'SUM', 'TOTAL')
 RAW_SQL = object()  # Marks SQL the filter analysis cannot see into.
 _UNSET = object()
+
+
+def _unset(value):
+    """Whether a query part is absent (LIMIT 0 is not)."""
+    return value is None or value is False or (
+        isinstance(value, (list, tuple)) and not value)
 
 
 def per_list_k(k, candidates, probes):
@@ -160,7 +167,7 @@ def rebuilt(node, change):
     found = change(node)
     if found is not None:
         return found
-    if isinstance(node, (list, tuple)):
+    if isinstance(node, (list, tuple, set, frozenset)):
         return type(node)(rebuilt(item, change) for item in node)
     if isinstance(node, Expression):
         return Expression(rebuilt(node.lhs, change), node.op,
@@ -178,8 +185,8 @@ def rebuilt(node, change):
 def _plain(node):
     if isinstance(node, (np.generic, np.ndarray)):
         return node.tolist()      # (An array of keys for IN, too.)
-    if isinstance(node, Value) and isinstance(
-            node.value, (np.generic, np.ndarray, list, tuple)):
+    if isinstance(node, Value) and isinstance(node.value, (
+            np.generic, np.ndarray, list, tuple, set, frozenset)):
         return Value(plain_values(node.value), node.converter, node.multi)
 
 
@@ -297,13 +304,17 @@ class FilterPlan(object):
 
     def _is_native(self, term):
         if isinstance(term, Expression) and term.op == OP.OR:
-            # (c = x OR c = y) on one metadata column runs inside the KNN.
+            # (c = x OR c = y) on one metadata column runs inside the KNN
+            # where vec0 takes c IN (x, y), which SQLite makes of it.
             leaves = _split_or(term)
             columns = set(id(self._column(leaf.lhs)) for leaf in leaves
                           if isinstance(leaf, Expression))
-            return len(columns) == 1 and all(
-                isinstance(leaf, Expression) and leaf.op == OP.EQ and
-                self._is_native(leaf) for leaf in leaves)
+            column = self._column(getattr(leaves[0], 'lhs', None))
+            return len(columns) == 1 and column is not None and \
+                OP.IN in NATIVE_OPS.get((column.role, column.vtype), ()) \
+                and all(isinstance(leaf, Expression) and
+                        leaf.op == OP.EQ and self._is_native(leaf)
+                        for leaf in leaves)
         if not isinstance(term, Expression):
             return False
         column = self._column(term.lhs)
@@ -416,12 +427,13 @@ class KNNSelect(CompiledSelect):
                              % (k,))
 
     def __init__(self, model, field, vector, k=None, probes=None):
-        super(KNNSelect, self).__init__(model, ())
+        # The default columns (select() with no arguments keeps them).
+        super(KNNSelect, self).__init__(model, (), is_default=True)
         self._returning = list(model._vec.selected)   # Plain fields.
         self.check_k(k)
         self._knn_field = field
         self._knn_vector = field.sql_value(vector)
-        self._knn_k = k
+        self._knn_k = None if k is None else int(k)   # Not numpy's.
         self._knn_raw = vector
         if probes is not None and field not in model._vec.lists:
             raise ValueError('probes= applies to vector columns with '
@@ -475,8 +487,8 @@ class KNNSelect(CompiledSelect):
         filter, join or paging), whose SQL is the same for every query
         vector; else None."""
         model, field = self.model, self._knn_field
-        if self._from_list != [model] or self.k > K_MAX or \
-                any(map(self.__dict__.get, self._PLAIN_EMPTY)):
+        if self._from_list != [model] or self.k > K_MAX or not all(
+                map(_unset, map(self.__dict__.get, self._PLAIN_EMPTY))):
             return None
         # Only the model's own fields: they live as long as the model, so
         # their ids are stable keys.
@@ -514,17 +526,18 @@ class KNNSelect(CompiledSelect):
         if slots is None:
             return None
         cache = self.model._vec.plain_sql
-        plain = cache.get(key)
+        plain = cached = cache.get(key)
         if plain is None:
             sql, params = database.get_sql_context().sql(self).query()
             plain = PlainSearch.compiled(sql, params, slots)
             if plain is None:
                 return None
-            if len(cache) >= 64:   # Bounded: databases come and go.
-                cache.clear()
-            cache[key] = plain
         params = plain.bind(slots)
         cursor = database.execute_sql(plain.sql, params)
+        if cached is None:          # Kept once it has run.
+            if len(cache) >= 64:    # Bounded: databases come and go.
+                cache.clear()
+            cache[key] = plain
         if self._row_type is None:
             self._cursor_wrapper = KNNRowWrapper(cursor, self.model,
                                                  self._returning, plain)
@@ -728,6 +741,14 @@ class KNNSelect(CompiledSelect):
             query = query.where(reduce(operator.and_, where))
         return query
 
+    def _aggregates(self):
+        """Whether the query selects an aggregate (SQLite would read the
+        rows of MIN() or MAX() alone in that column's order, which vec0
+        refuses; they are grouped like GROUP BY's)."""
+        return any(isinstance(node.unwrap(), Function) and
+                   node.unwrap().name.upper() in AGGREGATES
+                   for node in self._returning or ())
+
     def _grouped_query(self):
         # GROUP BY a vec0 column makes SQLite ask vec0 for rows in that
         # order, which it refuses: rank the k keys first (any search path),
@@ -790,7 +811,7 @@ class KNNSelect(CompiledSelect):
 
     def compiled(self):
         """The plain query this KNN search runs as."""
-        if self._group_by or self._having:
+        if self._group_by or self._having or self._aggregates():
             return self._grouped_query()
         self._check_order()
         model = self.model

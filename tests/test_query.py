@@ -210,6 +210,13 @@ def filter_cases(NoteVec, Note, data, Tag):
         (NoteVec.body.in_(['body 5', 'body 17']), np.isin(body, ['body 5',
                                                                 'body 17'])),
         (NoteVec.score.in_([float(score[3])]), score == score[3]),
+        # ORs SQLite makes an IN of, which vec0 refuses on floats and
+        # booleans and answers with k rows per value on partition keys.
+        ((NoteVec.score == float(score[3])) |
+         (NoteVec.score == float(score[5])), np.isin(score, score[[3, 5]])),
+        ((NoteVec.draft == True) | (NoteVec.draft == False),  # noqa: E712
+         draft | ~draft),
+        ((NoteVec.user == 1) | (NoteVec.user == 2), np.isin(user, [1, 2])),
         (NoteVec.embedding.l2_distance([0] * 8) < 2.0,
          np.linalg.norm(data['vectors'], axis=1) < 2.0),
         # Several at once, across tables.
@@ -232,7 +239,7 @@ def filter_cases(NoteVec, Note, data, Tag):
     ]
 
 
-@pytest.mark.parametrize('case', range(31))
+@pytest.mark.parametrize('case', range(34))
 def test_filters_never_lose_rows(corpus, case):
     NoteVec, Note = corpus['NoteVec'], corpus['Note']
     data = dict(corpus['data'], vectors=corpus['vectors'])
@@ -245,7 +252,7 @@ def test_filters_never_lose_rows(corpus, case):
 def test_every_filter_case_is_exercised(corpus):
     data = dict(corpus['data'], vectors=corpus['vectors'])
     assert len(filter_cases(corpus['NoteVec'], corpus['Note'], data,
-                            corpus['Tag'])) == 31
+                            corpus['Tag'])) == 34
 
 
 def test_text_primary_key_in_with_missing_ids(db, rng):
@@ -458,6 +465,42 @@ def test_plain_search_converts_only_what_vec0_does_not_type(db, rng):
         assert [type(v) for v in (rows[1].draft, rows[1].pages,
                                   rows[1].distance)] == [bool, int, float]
         assert not any(r.is_dirty() for r in rows)
+
+
+def test_limit_zero_and_numpy_k_do_not_touch_the_plain_search(corpus):
+    # LIMIT 0 was taken for no LIMIT (its SQL then served every plain
+    # search of that k), and numpy's k reached SQLite as a BLOB.
+    NoteVec, q = corpus['NoteVec'], corpus['query']
+    NoteVec._vec.plain_sql.clear()
+    assert list(NoteVec.knn(q, k=5).limit(0)) == []
+    assert len(list(NoteVec.knn(q, k=5))) == 5
+    assert list(NoteVec.knn(q, k=5).limit(0)) == []
+    assert [r.rowid for r in NoteVec.knn(q, k=np.int64(5))] == \
+        [r.rowid for r in NoteVec.knn(q, k=5)]
+
+
+def test_aggregates_over_the_k_nearest(corpus):
+    # SQLite reads the rows of MIN()/MAX() in that column's order, which
+    # vec0 refused.
+    NoteVec, q = corpus['NoteVec'], corpus['query']
+    rows = list(NoteVec.knn(q, k=7).where(NoteVec.year > 2005))
+    knn = NoteVec.knn(q, k=7).where(NoteVec.year > 2005)
+    assert knn.select(fn.MAX(NoteVec.year)).scalar() == \
+        max(r.year for r in rows)
+    assert knn.select(fn.MIN(NoteVec.distance).alias('d')).scalar() == \
+        pytest.approx(rows[0].distance)
+    assert knn.select(fn.COUNT(NoteVec.rowid)).scalar() == 7
+    assert knn.select(fn.SUM(NoteVec.year), fn.MIN(NoteVec.year)).tuples()[
+        0] == (sum(r.year for r in rows), min(r.year for r in rows))
+
+
+def test_select_without_arguments_keeps_the_columns_and_sets_filter(corpus):
+    NoteVec, q = corpus['NoteVec'], corpus['query']
+    expected = [r.rowid for r in NoteVec.knn(q, k=4)]
+    assert [r.rowid for r in NoteVec.knn(q, k=4).select()] == expected
+    keys = set(np.int64(k) for k in expected[1:3])
+    assert [r.rowid for r in NoteVec.knn(q, k=4).where(
+        NoteVec.rowid.in_(keys))] == expected[1:3]
 
 
 def test_k_above_vec0_limit_uses_an_exact_scan(corpus):
