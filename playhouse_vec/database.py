@@ -325,7 +325,10 @@ def _queue_transaction(database):
 
 
 def atomic(database):
-    """A transaction (a savepoint when nested).
+    """A write transaction (a savepoint when nested), begun with
+    ``BEGIN IMMEDIATE``: a deferred one that reads first cannot write once
+    another connection has committed (SQLite fails it at once instead of
+    waiting for the busy timeout).
 
     On a ``SqliteQueueDatabase``, which has no transactions, the calling
     thread runs the block's statements on its own connection inside
@@ -335,4 +338,4 @@ def atomic(database):
     if isinstance(database, SqliteQueueDatabase):
         register_database(database)
         return _queue_transaction(database)
-    return database.atomic()
+    return database.atomic('IMMEDIATE')

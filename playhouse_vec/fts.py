@@ -19,7 +19,9 @@ content model; triggers keep the index in step with every write::
         print(note.title, note.score)      # Note instances, best first
 """
 import re
+import unicodedata
 
+from peewee import DatabaseError
 from peewee import ImproperlyConfigured
 from peewee import JOIN
 from peewee import Join
@@ -78,7 +80,10 @@ def text_query(text, operator='OR', stopwords=()):
     if operator not in ('OR', 'AND'):
         raise ValueError("operator must be 'OR' or 'AND', got %r."
                          % (operator,))
-    words = list(dict.fromkeys(w.lower() for w in WORD.findall(text or '')))
+    # Composed first: a decomposed accent (NFD text from macOS or a PDF)
+    # is no letter and would split its word.
+    text = unicodedata.normalize('NFC', text or '')
+    words = list(dict.fromkeys(w.lower() for w in WORD.findall(text)))
     words = [w for w in words if w not in stopwords] or words
     if not words:
         return None
@@ -183,6 +188,18 @@ class FTSModel(FTS5Model):
         return fts_trigger_names(cls)
 
     @classmethod
+    def _search_field(cls, name, option):
+        """The search field ``name`` (a field or its name) names."""
+        fields = dict((f.name, f) for f in cls._search_fields())
+        field = fields.get(getattr(name, 'name', name))
+        if field is None:
+            raise ValueError('%s=%r: %s has no search field of that name; '
+                             'choose one of %s.' % (
+                                 option, name, cls.__name__,
+                                 ', '.join(sorted(fields))))
+        return field
+
+    @classmethod
     def _search_fields(cls):
         return [f for f in cls._meta.sorted_fields
                 if isinstance(f, SearchField)]
@@ -200,14 +217,16 @@ class FTSModel(FTS5Model):
         if not weights:
             return [1.0] * len(fields)
         if isinstance(weights, dict):
+            # By name: a field of the FTS model or of its content model.
             names = set(f.name for f in fields)
+            by_name = dict((getattr(k, 'name', k), w)
+                           for k, w in weights.items())
             unknown = [k for k in weights if getattr(k, 'name', k)
                        not in names]
             if unknown:
                 raise ValueError('%s has no search field %s.' % (
                     cls.__name__, ', '.join(map(repr, unknown))))
-            return [float(weights.get(f, weights.get(f.name, 1.0)))
-                    for f in fields]
+            return [float(by_name.get(f.name, 1.0)) for f in fields]
         weights = [float(w) for w in weights]
         if len(weights) != len(fields):
             raise ValueError('%s needs %d weights, got %d.' % (
@@ -257,10 +276,10 @@ class FTSModel(FTS5Model):
             columns.append(fn.snippet(cls._meta.entity, -1, '[', ']', '...',
                                       16).alias('snippet'))
         elif snippet is not None:
-            columns.append(cls._meta.fields[snippet]
+            columns.append(cls._search_field(snippet, 'snippet')
                            .snippet('[', ']').alias('snippet'))
         if highlight is not None:
-            columns.append(cls._meta.fields[highlight]
+            columns.append(cls._search_field(highlight, 'highlight')
                            .highlight('[', ']').alias('highlight'))
         content = cls._meta.content
         if content is None:
@@ -297,7 +316,12 @@ class FTSModel(FTS5Model):
         if report.ok:
             try:
                 cls.integrity_check(rank=1)
-            except Exception:
+            except DatabaseError as exc:
+                # FTS5 reports a mismatch as corruption; anything else (a
+                # locked database, say) is no answer.
+                if 'malformed' not in str(exc) and \
+                        'corrupt' not in str(exc):
+                    raise
                 report.stale = True
         else:
             report.stale = None

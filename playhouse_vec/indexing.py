@@ -107,6 +107,9 @@ class Indexer(object):
                     name, self.content.__name__, content_key.name,
                     type(content_key).__name__, content_key.name,
                     type(content_key).__name__, name))
+        # Keys as the content table stores them (a UUIDField's hex), which
+        # is what the triggers and the vec0 table see.
+        self.stored_key = content_key.db_value
         self.copied = []  # (vec field, content field) pairs.
         for field, column in model._vec.columns.items():
             if column.role in ('vector', 'rowid', 'primary key') or \
@@ -124,14 +127,16 @@ class Indexer(object):
 
     def _work(self, row):
         """(key, text, title, cache key, state hash, vec row) of one row."""
-        key = row._pk
+        key = self.stored_key(row._pk)
         text = self._text(self.text, row, 'embed')
         title = self._text(self.title, row, 'embed_title') \
             if self.title else None
         if is_blank(text):
             return key, None, None, None, None, None
         cache_key = self.embedder.cache_key(text, title=title)
-        values = dict((field.name, getattr(row, source.name))
+        # The row's own values: a foreign key's id, not a query for the
+        # object it points to.
+        values = dict((field.name, row.__data__.get(source.name))
                       for field, source in self.copied)
         state = hashlib.sha256(json.dumps(
             [cache_key, sorted(values.items())], default=str).encode(
@@ -202,7 +207,7 @@ class Indexer(object):
 
         keys = None
         if rows is not None:
-            keys = [getattr(r, '_pk', r) for r in rows]
+            keys = [self.stored_key(getattr(r, '_pk', r)) for r in rows]
         plan = self.plan(keys)
         work, orphans, have = plan.work, plan.orphans, plan.have
         self._check_copied(work)
@@ -310,7 +315,8 @@ class Indexer(object):
             pk = self.content._meta.primary_key
             alive = set()
             for chunk in key_chunks(item[0] for item in batch):
-                alive.update(k for (k,) in self.content.select(pk)
+                alive.update(self.stored_key(k) for (k,) in
+                             self.content.select(pk)
                              .where(pk.in_(chunk)).tuples())
             batch = [item for item in batch if item[0] in alive]
             if not batch:

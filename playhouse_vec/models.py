@@ -728,9 +728,13 @@ class VecModel(VirtualModel):
         """What this index is built with (stored at creation, compared at
         every start-up)."""
         embedder = cls._indexer.embedder if cls._indexer else None
+        content = cls._meta.content
         return {
             'kind': 'vec0', 'library': library_version(),
             'ddl': ddl_of(cls),
+            'content': None if content is None else '%s.%s' % (
+                content._meta.table_name,
+                content._meta.primary_key.column_name),
             'vectors': dict((f.name, {
                 'dimensions': f.dimensions, 'metric': f.metric,
                 'element_type': f.element_type.name,
@@ -1014,9 +1018,9 @@ class VecModel(VirtualModel):
             raise ImproperlyConfigured('%s has no Meta.content to check '
                                        'against.' % cls.__name__)
         pk = cls._meta.primary_key
-        report = compare_keys(cls.__name__,
-                              content.select(content._meta.primary_key),
-                              cls.select(pk))
+        key = content._meta.primary_key
+        report = compare_keys(cls.__name__, content.select(key),
+                              cls.select(pk), stored=key.db_value)
         if cls._indexer is not None:
             plan = cls._indexer.plan()
             report.missing = [k for k in report.missing

@@ -124,6 +124,8 @@ class SchemaChanged(ImproperlyConfigured):
 
 POLICIES = ('raise', 'rebuild')
 IGNORED_KEYS = ('library',)     # Informational: upgrades need no rebuild.
+# Keys later versions added: compared only with fingerprints that have them.
+ADDED_KEYS = ('content',)
 
 
 def _flatten(value, prefix=''):
@@ -141,6 +143,7 @@ def fingerprint_changes(stored, current):
     changes = [(key, old.get(key), new.get(key))
                for key in sorted(set(old) | set(new))
                if key.split('.')[0] not in IGNORED_KEYS and
+               (key in old or key not in ADDED_KEYS) and
                old.get(key) != new.get(key)]
     # The DDL differs whenever a column or option does; show it only when
     # nothing more readable explains the change.
@@ -187,12 +190,16 @@ class DerivedSchemaManager(VirtualTableSchemaManager):
         changes = fingerprint_changes(old, current)
         if changes:
             ready = stored is None or stored.status == 'ready'
-            self._changed(Schema, current, changes, ready)
+            # Without a stored fingerprint the old settings are unknown:
+            # the rows cannot be trusted to fit the new table.
+            self._changed(Schema, current, changes, ready,
+                          in_place=stored is not None)
         elif stored is not None and stored.status == 'building':
+            self._triggers()
             self._fill(Schema, current, True)   # Resume an interrupted run.
         self._triggers()
 
-    def _changed(self, Schema, current, changes, ready=True):
+    def _changed(self, Schema, current, changes, ready=True, in_place=True):
         model = self.model
         policy = model._meta.on_schema_change
         if policy not in POLICIES:
@@ -211,11 +218,12 @@ class DerivedSchemaManager(VirtualTableSchemaManager):
                                        'its content')))
         database = model._meta.database
         rebuild_in_place = getattr(model, '_rebuild_in_place', None)
-        if rebuild_in_place is not None:
+        if rebuild_in_place is not None and in_place:
             with atomic(database):
                 rebuilt = rebuild_in_place(changes)
                 if rebuilt:
                     self._drop_triggers()   # Made again for the new code.
+                    self._triggers()
                     self._record(Schema, current,
                                  'ready' if ready else 'building')
             if rebuilt:
@@ -230,6 +238,9 @@ class DerivedSchemaManager(VirtualTableSchemaManager):
             database.execute_sql(self._drop_table(safe=True).query()[0])
             self._drop_triggers()
             super(DerivedSchemaManager, self).create_table(True)
+            # Triggers first: rows deleted while it refills lose their
+            # entries as usual.
+            self._triggers()
             self._forget_rows()
             self._record(Schema, current, 'building')
         self._fill(Schema, current, True)

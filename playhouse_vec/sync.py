@@ -44,9 +44,12 @@ class IndexReport(object):
             {True: ', stale', None: ', stale unknown'}.get(self.stale, ''))
 
 
-def compare_keys(index, content_keys, index_keys, stale=False):
-    """An IndexReport from two SELECTs of keys (content and index)."""
-    content_set = set(row[0] for row in content_keys.tuples())
+def compare_keys(index, content_keys, index_keys, stale=False,
+                 stored=lambda key: key):
+    """An IndexReport from two SELECTs of keys (content and index), the
+    content's compared as ``stored`` makes them (as the table holds them).
+    """
+    content_set = set(stored(row[0]) for row in content_keys.tuples())
     index_set = set(row[0] for row in index_keys.tuples())
     return IndexReport(index, sorted(content_set - index_set),
                        sorted(index_set - content_set), stale)

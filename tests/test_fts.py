@@ -240,6 +240,10 @@ def test_typed_text_matches_sensibly(models):
     assert ids(NoteFTS.search('?!')) == []
     assert ids(NoteFTS.search('pip clang', operator='AND')) == []
     assert ids(NoteFTS.search('pip peewee', operator='AND')) == [2]
+    # Decomposed accents (NFD, as macOS and PDFs give them) split words.
+    Note.create(title='Cr\u00e8me br\u00fbl\u00e9e', body='dessert')
+    assert ids(NoteFTS.search('cre\u0300me bru\u0302le\u0301e',
+                              operator='AND')) == [3]
 
 
 @settings(max_examples=300, deadline=None,
@@ -301,6 +305,10 @@ def test_weights_change_the_order(corpus):
         'vector', k=5, weights={NoteFTS.title: 0.1, 'body': 10.0})]
     assert sorted(title_first) == [1, 2, 3, 4, 5]
     assert sorted(body_first) == [6, 7, 8, 9, 10]
+    # The content model's fields name the same columns (they were read,
+    # then looked up as the FTS model's, and weighed 1.0).
+    assert sorted(n.id for n in NoteFTS.search('vector', k=5, weights={
+        Note.title: 10.0, Note.body: 0.1})) == [1, 2, 3, 4, 5]
     with pytest.raises(ValueError, match="no search field 'summary'"):
         NoteFTS.search('x', weights={'summary': 2})
 
@@ -316,6 +324,10 @@ def test_scores_snippets_and_highlights(corpus):
     assert rows[0].highlight == '[vector] note'
     row = NoteFTS.search('index', k=1, snippet='body').get()
     assert '[index]' in row.snippet
+    with pytest.raises(ValueError, match="snippet='summary': NoteFTS has "
+                       "no search field of that name; choose one of body, "
+                       "title"):
+        NoteFTS.search('index', snippet='summary')
 
 
 def test_content_filters_apply_before_the_top_k(corpus):

@@ -1,9 +1,13 @@
+import uuid
+
 import numpy as np
 import pytest
+from peewee import ForeignKeyField
 from peewee import ImproperlyConfigured
 from peewee import IntegerField
 from peewee import Model
 from peewee import TextField
+from peewee import UUIDField
 
 from playhouse_vec import FTSModel
 from playhouse_vec import SearchField
@@ -18,6 +22,7 @@ from playhouse_vec.embeddings import GoogleEmbedder  # noqa: E402
 
 from conftest import counting_embedder  # noqa: E402
 from conftest import hashed_vectors  # noqa: E402
+from conftest import new_database  # noqa: E402
 from fake_gemini import FakeGemini  # noqa: E402
 
 
@@ -276,6 +281,107 @@ def test_row_deleted_while_its_batch_is_embedded_stays_deleted(db):
     assert sorted(k for (k,) in NoteVec.select(NoteVec.rowid).tuples()) == \
         [1, 3]
     assert NoteVec.check_index().ok
+
+
+def test_content_keyed_by_uuid(db):
+    # Keys as the content table stores them (UUIDField: hex), which is
+    # what the triggers compare: index(), index([row]), check_index().
+    class Doc(Model):
+        id = UUIDField(primary_key=True, default=uuid.uuid4)
+        title = TextField()
+
+        class Meta:
+            database = db
+
+    class DocVec(VecModel):
+        id = TextField(primary_key=True)
+        embedding = VectorField(8, metric='cosine')
+
+        class Meta:
+            database = db
+            content = Doc
+            embedder = counting_embedder()
+            embed = 'title'
+
+    db.create_tables([Doc, DocVec])
+    docs = [Doc.create(title=t) for t in ('alpha', 'beta', 'gamma')]
+    assert DocVec.index().updated == 3
+    assert sorted(r.id for r in DocVec.select()) == sorted(
+        d.id.hex for d in docs)
+    assert DocVec.index([docs[0]]).unchanged == 1
+    assert DocVec.check_index().ok
+    docs[1].delete_instance()
+    assert DocVec.check_index().ok and DocVec.select().count() == 2
+    assert [r.id for r in DocVec.search('gamma', k=1)] == [docs[2].id.hex]
+
+
+def test_foreign_keys_are_copied_as_ids_without_queries(db):
+    class Course(Model):
+        name = TextField()
+
+        class Meta:
+            database = db
+
+    class Lesson(Model):
+        title = TextField()
+        course = ForeignKeyField(Course)
+
+        class Meta:
+            database = db
+
+    class LessonVec(VecModel):
+        embedding = VectorField(8, metric='cosine')
+        course = IntegerField()
+
+        class Meta:
+            database = db
+            content = Lesson
+            embedder = counting_embedder()
+            embed = 'title'
+
+    db.create_tables([Course, Lesson, LessonVec])
+    ml = Course.create(name='ml')
+    for title in ('one', 'two', 'three'):
+        Lesson.create(title=title, course=ml)
+    # A key to no course (SQLite does not enforce foreign keys by default).
+    Lesson.create(title='four', course=99)
+    statements = []
+    db.connection().set_trace_callback(statements.append)
+    try:
+        assert LessonVec.index().updated == 4
+        assert LessonVec.check_index().ok
+    finally:
+        db.connection().set_trace_callback(None)
+    assert not [s for s in statements if 'FROM "course"' in s]
+    assert sorted(r.course for r in LessonVec.select()) == [1, 1, 1, 99]
+
+
+def test_a_writer_committing_mid_batch_makes_index_wait_not_fail(db):
+    # index() read the content, then wrote, in one deferred transaction:
+    # when another connection committed in between, SQLite failed the
+    # write at once ("database is locked") instead of waiting.
+    db.execute_sql('pragma journal_mode=wal')
+    db.execute_sql('create table other_log (x)')
+    Note, NoteVec = declare(db, counting_embedder(), dims=8)
+    for title in ('a', 'b', 'c'):
+        Note.create(title=title)
+    others = []
+
+    def commit_elsewhere(statement):
+        if statement.startswith('DELETE FROM "notevec"') and not others:
+            other = new_database(db.database, timeout=0.05)
+            try:
+                other.execute_sql('insert into other_log values (1)')
+                others.append('committed')
+            except Exception:
+                others.append('waited')    # index() holds the write lock.
+            other.close()
+    db.connection().set_trace_callback(commit_elsewhere)
+    try:
+        assert NoteVec.index().updated == 3
+    finally:
+        db.connection().set_trace_callback(None)
+    assert others == ['waited']
 
 
 def test_index_of_some_rows_reads_only_those(db):

@@ -188,6 +188,77 @@ def test_tables_made_before_fingerprints_are_adopted_or_refused(db):
         start(other, counting_embedder())
 
 
+def test_unknown_old_settings_are_refilled_not_copied(db):
+    # A table without a fingerprint whose vectors have another size: its
+    # rows cannot be copied into the new table; the content refills it.
+    db.execute_sql('create table note (id integer primary key, title text, '
+                   'course text)')
+    db.execute_sql('create virtual table "notevec" using vec0 (embedding '
+                   'float[4] distance_metric=cosine)')
+    db.execute_sql('insert into note (id, title) values (1, \'a\'), '
+                   '(2, \'b\')')
+    db.execute_sql('insert into notevec (rowid, embedding) values '
+                   '(1, \'[1, 0, 0, 0]\'), (2, \'[0, 1, 0, 0]\')')
+    embedder = counting_embedder()
+    Note, NoteVec, _ = start(db, embedder, policy='rebuild')
+    assert embedder.calls == 2
+    assert [len(r.embedding) for r in NoteVec.select()] == [8, 8]
+    assert NoteVec.check_index().ok
+
+
+def test_rows_deleted_during_a_rebuild_lose_their_vectors(app):
+    db, _ = app
+    embedder = counting_embedder(16, 'hash-v2')
+    original = embedder.function
+
+    def delete_while_embedding(texts):
+        # Another connection deletes a row whose batch is written already.
+        if embedder.calls == 10:
+            other = register_database(new_database(db.database))
+            other.execute_sql('delete from note where id = 1')
+            other.close()
+        return original(texts)
+    embedder.function = delete_while_embedding
+    Note, NoteVec, _ = models(db, embedder, dims=16, policy='rebuild')
+    NoteVec._meta.batch_size = 10
+    db.create_tables([Note, NoteVec])
+    assert Note.select().count() == 39
+    assert NoteVec.check_index().ok and not NoteVec.check_index().extra
+
+
+def test_a_new_content_model_is_a_change(app):
+    # The triggers stayed on the old content table.
+    db, _ = app
+
+    class Article(Model):
+        title = TextField()
+
+        class Meta:
+            database = db
+
+    db.create_tables([Article])
+    Article.insert_many([{'title': 'article %d' % i} for i in range(3)]
+                        ).execute()
+
+    def declare(policy):
+        return type('NoteVec', (VecModel,), {
+            'embedding': VectorField(8, metric='cosine'),
+            'Meta': type('Meta', (), dict(
+                database=db, table_name='notevec', content=Article,
+                embed='title', embedder=counting_embedder(),
+                on_schema_change=policy))})
+    Note = models(db)[0]
+    with pytest.raises(SchemaChanged, match='content: note.id -> article.id'):
+        db.create_tables([declare('raise')])
+    NoteVec = declare('rebuild')
+    db.create_tables([NoteVec])
+    assert NoteVec.select().count() == 3
+    Note.delete().execute()
+    Article.delete().where(Article.id == 2).execute()
+    assert sorted(r.rowid for r in NoteVec.select()) == [1, 3]
+    assert NoteVec.check_index().ok
+
+
 def test_interrupted_rebuild_resumes_at_the_next_start_up(app):
     db, _ = app
     failing = counting_embedder(16, 'hash-v2')
