@@ -79,12 +79,6 @@ RAW_SQL = object()  # Marks SQL the filter analysis cannot see into.
 _UNSET = object()
 
 
-def _unset(value):
-    """Whether a query part is absent (LIMIT 0 is not)."""
-    return value is None or value is False or (
-        isinstance(value, (list, tuple)) and not value)
-
-
 def per_list_k(k, candidates, probes):
     """How many Hamming candidates each probed list gives a search with
     ``quantize='bit'`` and ``lists=`` that ranks ``candidates`` of them for
@@ -487,9 +481,10 @@ class KNNSelect(CompiledSelect):
         filter, join or paging), whose SQL is the same for every query
         vector; else None."""
         model, field = self.model, self._knn_field
-        if self._from_list != [model] or self.k > K_MAX or not all(
-                map(_unset, map(self.__dict__.get, self._PLAIN_EMPTY))):
-            return None
+        if self._from_list != [model] or self.k > K_MAX or \
+                any(map(self.__dict__.get, self._PLAIN_EMPTY)) or \
+                self._limit is not None or self._offset is not None:
+            return None     # (LIMIT 0 is a limit too.)
         # Only the model's own fields: they live as long as the model, so
         # their ids are stable keys.
         ids = []
