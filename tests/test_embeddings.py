@@ -216,6 +216,10 @@ def test_function_embedder_adapts_any_callable():
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1)
     assert embedder.fingerprint['model'] == 'lengths'
     assert embedder.cache_key('x') != embedder.cache_key('x', 'QUERY')
+    # Titles come first, on their own line; queries have none.
+    embedder.embed_documents(['ab', 'cd'], titles=['T', None])
+    embedder.embed_query('q')
+    assert calls[-2:] == [['T\nab', 'cd'], ['q']]
     bad = FunctionEmbedder(lambda texts: [[1.0, 2.0]], dimensions=2,
                            model='one')
     with pytest.raises(EmbeddingError, match='1 vectors for 2 texts'):
