@@ -95,9 +95,6 @@ def resolved(database):
     return database
 
 
-_proxies = {}   # id(DatabaseProxy): its settings (proxies live for good).
-
-
 def register_database(database, recursive_triggers=False):
     """
     Make every connection of ``database`` load sqlite-vec. Idempotent.
@@ -111,17 +108,21 @@ def register_database(database, recursive_triggers=False):
 
     Works with any ``SqliteDatabase`` subclass (pools, ``SqliteQueueDatabase``,
     ``SqliteExtDatabase``) and with a ``DatabaseProxy`` (every database it
-    is initialized with, now or later). Already-open connections get
-    sqlite-vec at once, and idle pooled connections, opened without it, are
-    closed.
+    is initialized with, now or later). Connections opened before, in any
+    thread or pool (a queue's writer thread, say), are set up before their
+    next statement.
     """
     if isinstance(database, Proxy):
-        settings = _proxies.get(id(database))
-        if settings is None:
-            settings = _proxies[id(database)] = {'recursive_triggers': False}
-            database.attach_callback(lambda obj: register_database(
-                obj, settings['recursive_triggers']))
-        settings['recursive_triggers'] |= recursive_triggers
+        # The settings live in the proxy's own callback (an id() of a
+        # proxy may name another one once it is gone).
+        callback = next((c for c in database._callbacks
+                         if hasattr(c, 'vec_settings')), None)
+        if callback is None:
+            def callback(obj):
+                register_database(obj, callback.vec_settings['recursive'])
+            callback.vec_settings = {'recursive': False}
+            database.attach_callback(callback)
+        callback.vec_settings['recursive'] |= recursive_triggers
         if database.obj is None:
             return database
     database = resolved(database)
@@ -135,52 +136,72 @@ def register_database(database, recursive_triggers=False):
 
 
 def _install(database):
-    """Wrap ``database``'s connection hook to load sqlite-vec (and set the
-    library's PRAGMAs), and load it into the connection already open."""
+    """Set up every connection of ``database``: each new one as it opens
+    (its connection hook is wrapped), and one opened before (in another
+    thread or a pool) before its next statement (so is ``cursor()``)."""
     if not isinstance(database, SqliteDatabase):
         raise ImproperlyConfigured(
             'playhouse_vec needs a SQLite database, got %s.'
             % type(database).__name__)
     check_sqlite_version(database)
+    own_journal = 'journal_mode' in set(name.lower() for name, _ in
+                                        database._pragmas)
+
+    def prepare(conn, opened):
+        """sqlite-vec and the library's PRAGMAs on one connection, opened
+        just now or found open."""
+        if opened or not _connection_has_sqlite_vec(conn):
+            load_sqlite_vec(conn)
+        if not own_journal and (opened or not conn.in_transaction):
+            # Readers and one writer at once, without "database is
+            # locked"; Peewee's timeout=5 makes writers wait for each other.
+            conn.execute('PRAGMA journal_mode = WAL')
+        recursive = getattr(database, '_vec_recursive_triggers', False)
+        if recursive:
+            conn.execute('PRAGMA recursive_triggers = ON')
+        database._state.vec_prepared = (conn, recursive)
 
     add_conn_hooks = database._add_conn_hooks
 
     def _add_conn_hooks(conn):
         add_conn_hooks(conn)
-        load_sqlite_vec(conn)
+        prepare(conn, True)
         # A new connection may open another file (db.init(path)) or a
         # fresh :memory: database: the library's tables are checked again.
         database._vec_connections = getattr(database, '_vec_connections',
                                             0) + 1
-        if 'journal_mode' not in set(name.lower() for name, _ in
-                                     database._pragmas):
-            # Readers and one writer at once, without "database is locked";
-            # Peewee's timeout=5 already makes writers wait for each other.
-            conn.execute('PRAGMA journal_mode = WAL')
-        if getattr(database, '_vec_recursive_triggers', False):
-            conn.execute('PRAGMA recursive_triggers = ON')
+
+    cursor = database.cursor
+
+    def _cursor(*args, **kwargs):
+        state = database._state
+        conn = state.conn
+        if conn is not None and getattr(state, 'vec_prepared', None) != (
+                conn, getattr(database, '_vec_recursive_triggers', False)):
+            prepare(conn, False)
+        return cursor(*args, **kwargs)
 
     # Peewee has no public per-connection hook; wrapping the instance's
-    # own hook keeps the user's database class and settings untouched.
+    # own methods keeps the user's database class and settings untouched.
     database._add_conn_hooks = _add_conn_hooks
+    database.cursor = _cursor
     if isinstance(database, SqliteQueueDatabase):
         _route_queue(database)
     database._vec_registered = True
-
     if hasattr(database, 'close_idle'):
-        database.close_idle()
-    if not database.is_closed() and not _has_sqlite_vec(database):
-        load_sqlite_vec(database.connection())
+        database.close_idle()   # For db.connection().execute() too.
+    if not database.is_closed():
+        prepare(database.connection(), False)
 
 
 def _recursive_triggers_on(database):
+    """Switch ``PRAGMA recursive_triggers`` on for every connection (each
+    before its next statement)."""
     if getattr(database, '_vec_recursive_triggers', False):
         return
-    database._vec_recursive_triggers = True     # For new connections.
-    if hasattr(database, 'close_idle'):
-        database.close_idle()
+    database._vec_recursive_triggers = True
     if not database.is_closed():
-        database.execute_sql('PRAGMA recursive_triggers = ON')
+        database.cursor()
 
 
 def vector_pragmas(cache_mb=64, mmap_mb=0, page_size=65536,
@@ -239,9 +260,9 @@ def reclaim_space(database):
     return True
 
 
-def _has_sqlite_vec(database):
+def _connection_has_sqlite_vec(conn):
     try:
-        database.connection().execute('select vec_version()')
+        conn.execute('select vec_version()')
     except Exception:
         return False
     return True

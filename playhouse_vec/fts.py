@@ -32,6 +32,7 @@ from playhouse.sqlite_ext import SearchField
 
 from playhouse_vec.database import register_database
 from playhouse_vec.schema import IDENTIFIER
+from playhouse_vec.schema import DerivedMetadata
 from playhouse_vec.schema import DerivedSchemaManager
 from playhouse_vec.schema import check_content
 from playhouse_vec.schema import ddl_of
@@ -108,6 +109,7 @@ class FTSModel(FTS5Model):
     """
     class Meta:
         schema_manager_class = DerivedSchemaManager
+        model_metadata_class = DerivedMetadata
         content = None
         tokenize = DEFAULT_TOKENIZE
         prefix = None

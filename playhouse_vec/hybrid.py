@@ -33,6 +33,7 @@ from playhouse_vec.query import column_refs
 from playhouse_vec.query import describe
 from playhouse_vec.query import models_in
 from playhouse_vec.query import replace_node
+from playhouse_vec.query import selects_aggregate
 from playhouse_vec.query import sources_of
 from playhouse_vec.query import split_and
 from playhouse_vec.query import with_root
@@ -158,7 +159,8 @@ class HybridSelect(CompiledSelect):
                 ('group_by', self._group_by),
                 ('having', self._having is not None),
                 ('distinct', self._simple_distinct or
-                 self._distinct is not None)):
+                 self._distinct is not None),
+                ('select(<aggregate>)', selects_aggregate(self._returning))):
             if used:
                 raise ValueError(
                     'hybrid_search returns the fused rows themselves; '

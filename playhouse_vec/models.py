@@ -34,7 +34,6 @@ from peewee import FloatField
 from peewee import ImproperlyConfigured
 from peewee import IntegrityError
 from peewee import IntegerField
-from peewee import Metadata
 from peewee import ModelInsert
 from peewee import ModelUpdate
 from peewee import Node
@@ -59,6 +58,7 @@ from playhouse_vec.fields import VectorField
 from playhouse_vec.indexing import Indexer
 from playhouse_vec.query import KNNSelect
 from playhouse_vec.schema import IDENTIFIER
+from playhouse_vec.schema import DerivedMetadata
 from playhouse_vec.schema import DerivedSchemaManager
 from playhouse_vec.schema import SchemaChanged
 from playhouse_vec.schema import check_content
@@ -492,12 +492,6 @@ class VecSchemaManager(DerivedSchemaManager):
         self.model._index_partitions()
 
 
-class VecMetadata(Metadata):
-    def set_database(self, database):
-        super(VecMetadata, self).set_database(database)
-        register_database(database)
-
-
 class VecInsert(ModelInsert):
     """An INSERT into a vec0 table: validated rows, run atomically."""
     _replace = False
@@ -673,7 +667,7 @@ class VecModel(VirtualModel):
     class Meta:
         extension_module = 'vec0'
         schema_manager_class = VecSchemaManager
-        model_metadata_class = VecMetadata
+        model_metadata_class = DerivedMetadata
         partition_keys = ()
         auxiliary_columns = ()
         chunk_size = None

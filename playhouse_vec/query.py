@@ -184,6 +184,13 @@ def _plain(node):
         return Value(plain_values(node.value), node.converter, node.multi)
 
 
+def selects_aggregate(nodes):
+    """Whether one of the selected ``nodes`` is an aggregate."""
+    return any(isinstance(node.unwrap(), Function) and
+               node.unwrap().name.upper() in AGGREGATES
+               for node in nodes or ())
+
+
 def plain_values(node):
     """A copy of an expression with numpy scalars as Python numbers: the
     driver binds an np.float32 as a BLOB (which compares above every
@@ -736,14 +743,6 @@ class KNNSelect(CompiledSelect):
             query = query.where(reduce(operator.and_, where))
         return query
 
-    def _aggregates(self):
-        """Whether the query selects an aggregate (SQLite would read the
-        rows of MIN() or MAX() alone in that column's order, which vec0
-        refuses; they are grouped like GROUP BY's)."""
-        return any(isinstance(node.unwrap(), Function) and
-                   node.unwrap().name.upper() in AGGREGATES
-                   for node in self._returning or ())
-
     def _grouped_query(self):
         # GROUP BY a vec0 column makes SQLite ask vec0 for rows in that
         # order, which it refuses: rank the k keys first (any search path),
@@ -806,7 +805,10 @@ class KNNSelect(CompiledSelect):
 
     def compiled(self):
         """The plain query this KNN search runs as."""
-        if self._group_by or self._having or self._aggregates():
+        if self._group_by or self._having or \
+                selects_aggregate(self._returning):
+            # (SQLite would read the rows of MIN() or MAX() alone in that
+            # column's order, which vec0 refuses.)
             return self._grouped_query()
         self._check_order()
         model = self.model

@@ -40,6 +40,7 @@ from peewee import BlobField
 from peewee import CompositeKey
 from peewee import ImproperlyConfigured
 from peewee import IntegerField
+from peewee import Metadata
 from peewee import Model
 from peewee import TextField
 from playhouse.sqlite_ext import VirtualTableSchemaManager
@@ -47,6 +48,7 @@ from playhouse.sqlite_ext import VirtualTableSchemaManager
 from playhouse_vec.database import atomic
 from playhouse_vec.database import resolved
 from playhouse_vec.database import reclaim_space
+from playhouse_vec.database import register_database
 
 
 class EmbeddingCache(Model):
@@ -116,6 +118,16 @@ def library_models(database):
                 database.create_tables(models, safe=True)
             _checked[database] = getattr(database, '_vec_connections', 0)
     return models
+
+
+class DerivedMetadata(Metadata):
+    """Metadata of a derived index. Binding the model to a database
+    (``db.bind([...])``, ``bind_ctx``) registers that database, with the
+    recursive triggers a content model's sync triggers need."""
+    def set_database(self, database):
+        super(DerivedMetadata, self).set_database(database)
+        register_database(database, recursive_triggers=getattr(
+            self, 'content', None) is not None)
 
 
 class SchemaChanged(ImproperlyConfigured):

@@ -12,6 +12,8 @@ from peewee import Model
 from playhouse.pool import PooledSqliteDatabase
 from playhouse.sqliteq import SqliteQueueDatabase
 
+from playhouse_vec import FTSModel
+from playhouse_vec import SearchField
 from playhouse_vec import VecModel
 from playhouse_vec import VectorField
 from playhouse_vec import register_database
@@ -302,6 +304,105 @@ def test_bind_registers(tmp_path):
     Item.bind(db)
     assert vec_version(db)
     db.close()
+
+
+def test_models_bound_later_get_recursive_triggers(tmp_path):
+    # Declared without a database, then bound: the FTS index's triggers
+    # need recursive_triggers for a REPLACE on the content table.
+    class Note(Model):
+        title = peewee.TextField()
+
+    class NoteFTS(FTSModel):
+        title = SearchField()
+
+        class Meta:
+            content = Note
+
+    db = new_database(str(tmp_path / 'later.db'))
+    db.bind([Note, NoteFTS])
+    db.create_tables([Note, NoteFTS])
+    db.close()
+    worker = new_database(str(tmp_path / 'later.db'))
+    worker.bind([Note, NoteFTS])
+    Note.create(title='apple')
+    Note.replace(id=1, title='banana').execute()
+    assert worker.execute_sql('pragma recursive_triggers').fetchone() == (1,)
+    assert [n.title for n in NoteFTS.search('apple')] == []
+    assert NoteFTS.check_index().ok
+    worker.close()
+
+
+def test_connections_open_before_registration_are_set_up(tmp_path):
+    # Another thread's open connection, and a pooled one checked out then,
+    # get sqlite-vec before their next statement.
+    for db in (new_database(str(tmp_path / 'a.db'), check_same_thread=False),
+               PooledSqliteDatabase(str(tmp_path / 'b.db'),
+                                    max_connections=2,
+                                    check_same_thread=False)):
+        opened, registered, found = (threading.Event(), threading.Event(),
+                                     [])
+
+        def worker():
+            db.connect()
+            opened.set()
+            registered.wait()
+            found.append(vec_version(db))
+            db.close()
+        thread = threading.Thread(target=worker)
+        thread.start()
+        opened.wait()
+        register_database(db)
+        registered.set()
+        thread.join()
+        assert found[0].startswith('v0.1')
+        later = []
+        thread = threading.Thread(target=lambda: later.append(
+            vec_version(db)))
+        thread.start()
+        thread.join()
+        assert later[0].startswith('v0.1')
+        db.close_all() if hasattr(db, 'close_all') else db.close()
+
+
+def test_queue_writer_connected_before_the_models(tmp_path):
+    # The queue's writer thread connects as it starts, before the models
+    # (and sqlite-vec) come: its statements need vec0 all the same.
+    db = SqliteQueueDatabase(str(tmp_path / 'q.db'))
+    try:
+        for _ in range(100):       # Until the writer has connected.
+            if not db.is_stopped() and db._writer is not None and \
+                    db._writer.is_alive():
+                break
+            threading.Event().wait(0.01)
+        threading.Event().wait(0.1)
+
+        class Item(VecModel):
+            embedding = VectorField(2)
+
+            class Meta:
+                database = db
+
+        db.create_tables([Item])
+        Item.insert(rowid=1, embedding=[1, 0]).execute()
+        Item.delete().where(Item.rowid == 1).execute()
+        for _ in range(100):
+            if Item.select().count() == 0:
+                break
+            threading.Event().wait(0.05)
+        assert Item.select().count() == 0
+    finally:
+        db.stop()
+
+
+def test_proxies_are_told_apart_after_others_are_gone(tmp_path):
+    # A new proxy may get the id() of one that was collected.
+    for _ in range(200):
+        register_database(DatabaseProxy())
+    proxy = DatabaseProxy()
+    register_database(proxy)
+    proxy.initialize(new_database(str(tmp_path / 'p.db')))
+    assert vec_version(proxy)
+    proxy.close()
 
 
 def test_non_sqlite_database_is_rejected():
