@@ -251,6 +251,13 @@ class VectorField(Field):
         if element_type == 'bit' and dimensions % 8:
             raise ValueError('bit vectors need a multiple of 8 dimensions, '
                              'got %d.' % dimensions)
+        if quantize == 'bit' and dimensions * self.bits > 8192:
+            raise ValueError(
+                'quantize="bit" with bits=%d makes %d-bit codes of %d '
+                'dimensions, above vec0\'s 8192; use bits=%d or fewer (or '
+                'matryoshka truncation to fewer dimensions).' % (
+                    self.bits, dimensions * self.bits, dimensions,
+                    max(1, 8192 // dimensions)))
         metric = metric or self.element_type.default_metric
         if metric not in self.element_type.metrics:
             raise ValueError('metric %r is not available for %s vectors; '
@@ -350,6 +357,11 @@ class VectorField(Field):
 
     def _truncate(self, array):
         array = np.asarray(array, np.float64)[:self.dimensions]
+        # Scaled by its largest element first: the norm of values near
+        # 1e200 overflows (NaN and infinities stay, for pack() to refuse).
+        peak = np.abs(array).max() if array.size else 0.0
+        if peak > 0 and np.isfinite(peak):
+            array = array / peak
         norm = np.linalg.norm(array)
         return array / norm if norm > 0 else array
 

@@ -786,8 +786,9 @@ class VecModel(VirtualModel):
                 elif f not in derived:
                     value = cls._vec.columns[f].converted(value)
                 values.append(value)
-            rows = database.execute(cls.insert_from(
-                copy.select(*values), fields)).rowcount
+            # (Peewee's INSERT ... SELECT: the values are derived here.)
+            rows = database.execute(ModelInsert(
+                cls, insert=copy.select(*values), columns=fields)).rowcount
             database.execute(NodeList((SQL('DROP TABLE'), Entity(name))))
         return rows
 
@@ -1081,6 +1082,22 @@ class VecModel(VirtualModel):
         query = cls.insert(__data, **insert)
         query._replace = True
         return query
+
+    @classmethod
+    def insert_from(cls, query, fields):
+        """``INSERT ... SELECT``; for float vectors without derived columns
+        only (SQL cannot make ``quantize='bit'`` bits, inverted lists or
+        the tags of int8/bit vectors: read the rows, then insert_many())."""
+        derived = [f.name for f in cls._meta.sorted_fields
+                   if f in cls._vec.hidden or (
+                       isinstance(f, VectorField) and
+                       f.storage.name != 'float32')]
+        if derived:
+            raise ValueError(
+                '%s.insert_from() cannot fill %s from SQL; read the rows and '
+                'pass them to %s.insert_many(), which derives and tags them.'
+                % (cls.__name__, ', '.join(derived), cls.__name__))
+        return super(VecModel, cls).insert_from(query, fields)
 
     @classmethod
     def replace_many(cls, rows, fields=None):

@@ -432,6 +432,14 @@ class KNNSelect(CompiledSelect):
         super(KNNSelect, self).__init__(model, (), is_default=True)
         self._returning = list(model._vec.selected)   # Plain fields.
         self.check_k(k)
+        if isinstance(vector, Node) and (
+                field in model._vec.companions or field in model._vec.lists):
+            raise ValueError(
+                'The query vector of %s.%s must be a value, not SQL: its bit '
+                'codes and nearest lists (quantize="bit", lists=) are worked '
+                'out in Python. Read the vector first, e.g. '
+                '%s.get_by_id(key).%s.' % (model.__name__, field.name,
+                                           model.__name__, field.name))
         self._knn_field = field
         self._knn_vector = field.sql_value(vector)
         self._knn_k = None if k is None else int(k)   # Not numpy's.
@@ -594,9 +602,10 @@ class KNNSelect(CompiledSelect):
 
     def _returning_with(self, distance):
         """The selected nodes with the distance computed as ``distance``
-        (under the name it was selected as)."""
+        (under the name it was selected as), in expressions too."""
         return [distance.alias(_column_name(node, 0))
-                if self._is_distance(node) else node
+                if self._is_distance(node) else
+                replace_node(node, self.model.distance, distance)
                 for node in self._returning]
 
     def _base_query(self, returning, where, order_by, limit=None):
@@ -693,16 +702,23 @@ class KNNSelect(CompiledSelect):
         return self._keyed_query(top, ctes, self._returning_with(distance),
                                  [], [distance])
 
+    def _bits_with_distance_filter(self):
+        """quantize='bit' and a filter on the distance: the Hamming search
+        cannot apply it (rows the exact distance keeps would be lost among
+        the candidates), so an exact scan runs instead."""
+        return self._knn_field in self.model._vec.companions and any(
+            ref is self.model.distance
+            for term in split_and(self._where)
+            for ref in column_refs(term))
+
     def _rescored_query(self):
         # quantize='bit': a Hamming KNN on the binary companion column, with
         # the same filters, picks oversample x k candidates and returns their
         # selected columns and float vectors (vec0 reads them cheaply inside
         # the KNN); the outer query ranks those by the exact distance.
+        # (Filters on the distance take the exact path instead.)
         model, field = self.model, self._knn_field
-        distance_terms, terms = [], []
-        for term in where_terms(self):
-            uses = any(ref is model.distance for ref in column_refs(term))
-            (distance_terms if uses else terms).append(term)
+        terms = where_terms(self)
         coarse = KNNSelect(model, model._vec.companions[field],
                            self._coarse_codes(), self._coarse_k())
         coarse._from_list = self._from_list
@@ -717,31 +733,43 @@ class KNNSelect(CompiledSelect):
             # Rank them by Hamming distance, then read the rows (and float
             # vectors) of the best only.
             ctes, top = coarse._ranked_keys(coarse.k, needed=self.k)
-            where = [replace_node(t, model.distance, exact)
-                     for t in distance_terms]
             return self._keyed_query(top, ctes, self._returning_with(exact),
-                                     where, [exact], self.k)
+                                     [], [exact], self.k)
+        # Columns come from the candidates; expressions of the distance are
+        # computed outside, on the exact distance and the columns they use.
         nodes = list(self._returning)
+        outside = [node for node in nodes if not self._is_distance(node) and
+                   any(ref is model.distance for ref in column_refs(node))]
+        used = []
+        for node in outside:
+            used.extend(ref for ref in column_refs(node)
+                        if isinstance(ref, Field) and ref.model is model and
+                        ref is not model.distance and
+                        not any(ref is u for u in used))
         columns = [node.alias('c%d' % i) for i, node in enumerate(nodes)
-                   if not self._is_distance(node)]
+                   if not self._is_distance(node) and
+                   not any(node is o for o in outside)]
+        columns += [ref.alias('u%d' % i) for i, ref in enumerate(used)]
         cte = (coarse
                .select(*(columns + [field.alias('rescore_vector')]))
                .cte('coarse', materialized=True))
         distance = Function('vec_distance_' + field.metric, [
             field.storage.typed(cte.c.rescore_vector), self._knn_vector])
+
+        def computed(node):
+            node = replace_node(node, model.distance, distance)
+            for i, ref in enumerate(used):
+                node = replace_node(node, ref, getattr(cte.c, 'u%d' % i))
+            return node
         out = [distance.alias(_column_name(node, i))
                if self._is_distance(node) else
+               computed(node) if any(node is o for o in outside) else
                getattr(cte.c, 'c%d' % i).alias(_column_name(node, i))
                for i, node in enumerate(nodes)]
-        where = [replace_node(t, model.distance, distance)
-                 for t in distance_terms]
-        query = (Select([cte], out)
-                 .with_cte(cte)
-                 .order_by(distance)
-                 .limit(self.k))
-        if where:
-            query = query.where(reduce(operator.and_, where))
-        return query
+        return (Select([cte], out)
+                .with_cte(cte)
+                .order_by(distance)
+                .limit(self.k))
 
     def _grouped_query(self):
         # GROUP BY a vec0 column makes SQLite ask vec0 for rows in that
@@ -812,7 +840,7 @@ class KNNSelect(CompiledSelect):
             return self._grouped_query()
         self._check_order()
         model = self.model
-        if self.k > K_MAX:
+        if self.k > K_MAX or self._bits_with_distance_filter():
             inner = self._exact_query()
         elif self._knn_field in model._vec.companions:
             inner = self._rescored_query()

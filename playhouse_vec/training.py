@@ -170,8 +170,14 @@ class Training(object):
         model = self.model
         database = model._meta.database
         fields = model._vec.trained
+        if not fields:
+            return
         total = model.select().count()
-        if not fields or not total:
+        if not total:
+            # Nothing to fit: untrained again, so that the next rows are
+            # not coded with what old data taught (index() trains anew).
+            with atomic(database):
+                self.forget()
             return
         with atomic(database):
             for field in fields:

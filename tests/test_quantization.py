@@ -145,6 +145,88 @@ def test_numpy_scalar_distance_filter_on_the_rescored_path(db, data):
     assert 1 <= len(rows) <= 5 and all(r.distance < limit for r in rows)
 
 
+@pytest.mark.parametrize('options', [
+    dict(quantize='bit'), dict(quantize='bit', lists=8, probes=2)])
+def test_distance_ranges_on_bits_lose_no_rows(db, data, options):
+    # The Hamming search cannot apply a filter on the exact distance: the
+    # rows it keeps were lost among the candidates (0 of 10 came back).
+    Doc = declare(db, **options)
+    load(Doc, data)
+    Doc.train()
+    q = data[1][0]
+    distances = np.sort(1 - data[0] @ q)
+    low = float(distances[199] + distances[200]) / 2
+    high = float(distances[219] + distances[220]) / 2
+    for where, expected in (
+            (Doc.distance > low, distances[200:210]),
+            (Doc.distance.between(low, high), distances[200:210])):
+        rows = list(Doc.knn(q, k=10).where(where))
+        np.testing.assert_allclose([r.distance for r in rows], expected,
+                                   atol=1e-5)
+
+
+@pytest.mark.parametrize('options', [
+    dict(), dict(quantize='bit'), dict(lists=8, probes=2),
+    dict(quantize='bit', lists=8, probes=2)])
+@pytest.mark.parametrize('k', [3, K_MAX + 1])
+def test_expressions_of_the_distance(db, data, options, k):
+    Doc = declare(db, **options)
+    load(Doc, data)
+    Doc.train()
+    q = data[1][1]
+    rows = list(Doc.knn(q, k=k).select(
+        Doc.rowid, Doc.distance, (Doc.distance * 2).alias('twice'),
+        fn.ROUND(Doc.distance, 3).alias('rounded'),
+        (Doc.distance + fn.LENGTH(Doc.course)).alias('mixed')).limit(3))
+    assert len(rows) == 3
+    for r in rows:
+        assert r.twice == pytest.approx(2 * r.distance)
+        assert r.rounded == pytest.approx(round(r.distance, 3))
+        assert r.mixed == pytest.approx(r.distance + len(
+            data[2][r.rowid - 1]))
+
+
+def test_what_sql_cannot_derive_is_refused(db, data):
+    Doc = declare(db, quantize='bit')
+    Source = declare_plain(db)
+    Source.insert_many([{'rowid': 1, 'embedding': data[0][0],
+                         'course': 'a'}]).execute()
+    with pytest.raises(ValueError, match=r'insert_from\(\) cannot fill '
+                       'embedding_bits'):
+        Doc.insert_from(Source.select(Source.rowid, Source.embedding,
+                                      Source.course),
+                        [Doc.rowid, Doc.embedding, Doc.course])
+    with pytest.raises(ValueError, match='must be a value, not SQL'):
+        Doc.knn(Source.select(Source.embedding).where(Source.rowid == 1),
+                k=3)
+    # Plain float tables take both.
+    Plain = declare_plain(db, 'plain')
+    Plain.insert_from(Source.select(Source.rowid, Source.embedding,
+                                    Source.course),
+                      [Plain.rowid, Plain.embedding, Plain.course]).execute()
+    assert [r.rowid for r in Plain.knn(Source.select(Source.embedding).where(
+        Source.rowid == 1), k=1)] == [1]
+
+
+def declare_plain(db, name='source'):
+    Doc = type(name.title(), (VecModel,), {
+        'embedding': VectorField(DIMS, metric='cosine'),
+        'course': TextField(),
+        'Meta': type('Meta', (), {'database': db, 'table_name': name})})
+    db.create_tables([Doc])
+    return Doc
+
+
+def test_train_on_an_empty_table_forgets(db, data):
+    Doc = declare(db, quantize='bit', lists=4)
+    load(Doc, data)
+    Doc.train()
+    assert Doc._training.part(Doc.embedding, 'center') is not None
+    Doc.delete().execute()
+    Doc.train()
+    assert Doc._training.part(Doc.embedding, 'center') is None
+
+
 def test_updates_and_new_rows_keep_bits_in_step(db, data):
     Doc = declare(db, quantize='bit')
     load(Doc, data)
@@ -192,6 +274,10 @@ def test_matryoshka_truncation(db):
     assert Doc.knn(long, k=1).get().distance < 1e-6
     with pytest.raises(ValueError, match='has 100 dimensions'):
         Doc.create(embedding=np.ones(100), course='a')
+    # Values whose norm overflows keep their direction (were all zeros).
+    Doc.create(rowid=2, embedding=np.full(768, 1e200), course='a')
+    np.testing.assert_allclose(Doc.get_by_id(2).embedding,
+                               np.full(DIMS, DIMS ** -0.5), rtol=1e-6)
 
 
 def test_quantized_k_above_the_vec0_limit(db, data):
@@ -215,6 +301,9 @@ def test_bad_quantization_options():
             VectorField(8, quantize='bit', bits=bits)
     with pytest.raises(ValueError, match='with quantize="bit"'):
         VectorField(8, bits=2)
+    with pytest.raises(ValueError, match='12288-bit codes of 3072 '
+                       'dimensions, above vec0.s 8192; use bits=2'):
+        VectorField(3072, quantize='bit')
 
 
 @pytest.mark.parametrize('option', [dict(quantize='bit'), dict(lists=4)])
