@@ -689,15 +689,30 @@ class VecModel(VirtualModel):
         if cls._meta.primary_key is False:
             cls._meta.set_primary_key('rowid', RowIDField())
         for field in list(cls._meta.sorted_fields):
-            name = field.name + '_bits'
-            if getattr(field, 'quantize', None) == 'bit' and \
-                    name not in cls._meta.fields:
-                companion = VectorField(field.dimensions * field.bits,
-                                        element_type='bit')
-                cls._meta.add_field(name, companion)
-            name = field.name + '_list'
-            if getattr(field, 'lists', None) and name not in cls._meta.fields:
-                cls._meta.add_field(name, IntegerField())
+            if getattr(field, 'derived_from', None) or \
+                    not isinstance(field, VectorField):
+                continue
+            # The hidden columns, made for this class's own field (one a
+            # parent made for its field is made again).
+            for name, wanted in (
+                    (field.name + '_bits', field.quantize == 'bit' and (
+                        lambda: VectorField(field.dimensions * field.bits,
+                                            element_type='bit'))),
+                    (field.name + '_list', field.lists and IntegerField)):
+                existing = cls._meta.fields.get(name)
+                if existing is not None:
+                    if getattr(existing, 'derived_from', None) is None:
+                        if not wanted:
+                            continue
+                        raise ImproperlyConfigured(
+                            '%s.%s: the name is taken by the hidden column '
+                            '%s.%s derives; rename the field.' % (
+                                cls.__name__, name, cls.__name__, field.name))
+                    cls._meta.remove_field(name)
+                if wanted:
+                    hidden = wanted()
+                    hidden.derived_from = field.name
+                    cls._meta.add_field(name, hidden)
         if not any(isinstance(f, VectorField)
                    for f in cls._meta.sorted_fields):
             # A base class that shares Meta (class BaseVec(VecModel) with

@@ -217,6 +217,35 @@ def declare_plain(db, name='source'):
     return Doc
 
 
+def test_hidden_columns_belong_to_the_class_that_declares_the_vector(db):
+    with pytest.raises(ImproperlyConfigured, match='Doc.embedding_list: the '
+                       'name is taken by the hidden column Doc.embedding'):
+        type('Doc', (VecModel,), {
+            'embedding': VectorField(16, lists=4),
+            'embedding_list': TextField(),
+            'Meta': type('Meta', (), {'database': db})})
+
+    class A(VecModel):
+        embedding = VectorField(16, quantize='bit', bits=1)
+
+        class Meta:
+            database = db
+
+    class B(A):              # More bits: a wider companion column.
+        embedding = VectorField(16, quantize='bit', bits=4)
+
+    class C(A):              # No quantization: no companion.
+        embedding = VectorField(16)
+
+    assert B.embedding_bits.dimensions == 64 and 'embedding_bits' not in \
+        C._meta.fields
+    rng = np.random.default_rng(5)
+    for model in (A, B, C):
+        db.create_tables([model])
+        model.create(embedding=rng.normal(size=16))
+        assert len(list(model.knn(rng.normal(size=16), k=1))) == 1
+
+
 def test_train_on_an_empty_table_forgets(db, data):
     Doc = declare(db, quantize='bit', lists=4)
     load(Doc, data)
