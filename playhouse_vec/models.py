@@ -496,6 +496,11 @@ class VecInsert(ModelInsert):
     """An INSERT into a vec0 table: validated rows, run atomically."""
     _replace = False
 
+    def __init__(self, model, *args, **kwargs):
+        super(VecInsert, self).__init__(model, *args, **kwargs)
+        # The training the rows' hidden columns were derived with.
+        self._trained_with = model._training._stamp
+
     def on_conflict(self, *args, **kwargs):
         raise ValueError(
             'vec0 tables have no upsert (ON CONFLICT / OR REPLACE / OR '
@@ -513,6 +518,7 @@ class VecInsert(ModelInsert):
     def _execute(self, database):
         try:
             with atomic(database):
+                self._derive_again_if_trained()
                 if self._replace:
                     self._delete_existing()
                 rows = self._insert
@@ -536,6 +542,20 @@ class VecInsert(ModelInsert):
                                  '(%s); use %s.replace() or save() to '
                                  'replace it.' % (self.model.__name__, exc,
                                                   self.model.__name__))
+
+    def _derive_again_if_trained(self):
+        """Inside the write transaction: if the index was trained since
+        the rows' bits and lists were derived (by another process, say),
+        derive them again, or they would go to outdated lists."""
+        model = self.model
+        if not model._vec.trained or \
+                not isinstance(self._insert, (list, dict)):
+            return
+        model._training.refresh()
+        if model._training._stamp != self._trained_with:
+            model._vec.derive(self._insert if isinstance(self._insert, list)
+                              else [self._insert])
+            self._trained_with = model._training._stamp
 
     def _row_statements(self, database):
         """(SQL inserting one row, parameters of each row): vec0 takes

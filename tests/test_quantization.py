@@ -246,6 +246,26 @@ def test_hidden_columns_belong_to_the_class_that_declares_the_vector(db):
         assert len(list(model.knn(rng.normal(size=16), k=1))) == 1
 
 
+def test_rows_trained_for_meanwhile_are_derived_again(db):
+    # A train() (here, or in another process) between building an insert
+    # and running it: the rows' lists were the old ones.
+    rng = np.random.default_rng(14)
+    Doc = type('Doc', (VecModel,), {
+        'embedding': VectorField(16, metric='l2', lists=8, probes=1),
+        'Meta': type('Meta', (), {'database': db, 'table_name': 'doc'})})
+    db.create_tables([Doc])
+    Doc.insert_many([{'rowid': i + 1, 'embedding': v}
+                     for i, v in enumerate(rng.normal(size=(600, 16)))]
+                    ).execute()
+    new = rng.normal(size=(20, 16))
+    pending = Doc.insert_many([{'rowid': 5000 + i, 'embedding': v}
+                               for i, v in enumerate(new)])
+    Doc.train()
+    pending.execute()
+    assert [Doc.knn(v, k=1).get().rowid for v in new] == \
+        list(range(5000, 5020))
+
+
 def test_train_on_an_empty_table_forgets(db, data):
     Doc = declare(db, quantize='bit', lists=4)
     load(Doc, data)
