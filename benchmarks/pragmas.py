@@ -28,7 +28,7 @@ def main():
         results = run(args.n, args.dims, args.queries, ['float', 'ivf'],
                       name)
         searches = dict((label, r['p50']) for label, r in results.items())
-        table[name] = searches, ingest(args.n, args.dims, name)
+        table[name] = searches, ingest(args.n, args.dims, name, batch=1000)
     base_search, base_ingest = table['default']
     print('\nvs SQLite defaults (lower latency / higher ingest is better):')
     for name in PRAGMAS:
