@@ -316,7 +316,7 @@ def hybrid_search(vec_model, fts_model, text=None, vector=None, k=10,
             ', '.join(FUSIONS), fusion))
     for name, value in (('k', k), ('depth', depth)):
         if value is not None and (not isinstance(value, numbers.Integral)
-                                  or value < 1):
+                                  or isinstance(value, bool) or value < 1):
             raise ValueError('%s must be a positive integer, got %r.' % (
                 name, value))
     merged = dict(DEFAULT_WEIGHTS)
