@@ -78,9 +78,10 @@ def text_query(text, operator='OR', stopwords=()):
         >>> text_query('C++ "unbalanced NEAR(')
         '"c" OR "unbalanced" OR "near"'
     """
-    if operator not in ('OR', 'AND'):
+    if str(operator).upper() not in ('OR', 'AND'):
         raise ValueError("operator must be 'OR' or 'AND', got %r."
                          % (operator,))
+    operator = operator.upper()
     # Composed first: a decomposed accent (NFD text from macOS or a PDF)
     # is no letter and would split its word.
     text = unicodedata.normalize('NFC', text or '')

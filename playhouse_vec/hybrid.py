@@ -301,6 +301,13 @@ def hybrid_search(vec_model, fts_model, text=None, vector=None, k=10,
         vector column).
     :returns: a :class:`HybridSelect` of content-model instances.
     """
+    for argument, model, kind in (('vec_model', vec_model, '_vec'),
+                                  ('fts_model', fts_model, 'bm25')):
+        if not hasattr(model, kind):
+            raise ValueError(
+                'hybrid_search(vec_model, fts_model, ...): %s must be a %s, '
+                'got %r.' % (argument, 'VecModel' if kind == '_vec' else
+                             'FTSModel', model))
     content = vec_model._meta.content
     if content is None or fts_model._meta.content is not content:
         raise ValueError(

@@ -76,6 +76,19 @@ class Indexer(object):
         self.text = _getter(meta.embed, 'embed')
         self.title = _getter(meta.embed_title, 'embed_title')
         name = model.__name__
+        for option in ('embed', 'embed_title'):
+            spec = getattr(meta, option)
+            if self.content is None or spec is None or callable(spec):
+                continue
+            unknown = [n for n in ((spec,) if isinstance(spec, str) else spec)
+                       if n not in self.content._meta.fields]
+            if unknown:
+                raise ImproperlyConfigured(
+                    '%s.Meta.%s names %s, which %s has no field of; name '
+                    'fields of %s (%s) or give a function of a row.' % (
+                        name, option, ', '.join(map(repr, unknown)),
+                        self.content.__name__, self.content.__name__,
+                        ', '.join(self.content._meta.fields)))
         if self.content is None:
             raise ImproperlyConfigured(
                 '%s.Meta.embedder needs Meta.content: the model whose rows '
@@ -103,10 +116,10 @@ class Indexer(object):
                 not has_integer_key(self.content):
             raise ImproperlyConfigured(
                 '%s is keyed by an integer rowid, but %s.%s is %s; declare '
-                '%s = %s(primary_key=True) on %s.' % (
+                '%s = TextField(primary_key=True) on %s (vec0 keys are '
+                'integers or text).' % (
                     name, self.content.__name__, content_key.name,
-                    type(content_key).__name__, content_key.name,
-                    type(content_key).__name__, name))
+                    type(content_key).__name__, content_key.name, name))
         # Keys as the content table stores them (a UUIDField's hex), which
         # is what the triggers and the vec0 table see.
         self.stored_key = content_key.db_value

@@ -34,6 +34,7 @@ from peewee import FloatField
 from peewee import ImproperlyConfigured
 from peewee import IntegrityError
 from peewee import IntegerField
+from peewee import Model
 from peewee import ModelInsert
 from peewee import ModelUpdate
 from peewee import Node
@@ -951,6 +952,8 @@ class VecModel(VirtualModel):
         :returns: counts (embedded, cached, updated, unchanged, skipped,
             removed).
         """
+        if isinstance(rows, Model):
+            rows = [rows]       # index(note) for index([note]).
         if batch_size is None:
             batch_size = cls._meta.batch_size
         if not isinstance(batch_size, int) or batch_size < 1:
@@ -1001,18 +1004,20 @@ class VecModel(VirtualModel):
         return cls._training.probed_lists(field, vector, probes)
 
     @classmethod
-    def search(cls, text, k=10, task=None):
+    def search(cls, text, k=None, task=None):
         """
         KNN search for a text query, embedded with the query task
-        (``RETRIEVAL_QUERY`` unless ``task`` says otherwise). Blank text
-        finds no rows (and is not embedded)::
+        (``RETRIEVAL_QUERY`` unless ``task`` says otherwise). ``k`` is as
+        in :meth:`knn` (by default the LIMIT + OFFSET, else 10, so
+        ``paginate()`` pages). Blank text or None (a search box left empty)
+        finds no rows and is not embedded::
 
             NoteVec.search('function that sorts a list', k=5,
                            task='CODE_RETRIEVAL_QUERY')
         """
         KNNSelect.check_k(k)      # Before the query is embedded (paid).
         embedder = cls._require_indexer().embedder
-        if isinstance(text, str) and is_blank(text):
+        if text is None or (isinstance(text, str) and is_blank(text)):
             # Nothing to look for: no rows (and no embedding call), as
             # FTSModel.search() finds nothing without words.
             field = cls._vec.vector_field(None)

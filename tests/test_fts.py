@@ -240,6 +240,7 @@ def test_typed_text_matches_sensibly(models):
     assert ids(NoteFTS.search('?!')) == []
     assert ids(NoteFTS.search('pip clang', operator='AND')) == []
     assert ids(NoteFTS.search('pip peewee', operator='AND')) == [2]
+    assert ids(NoteFTS.search('pip peewee', operator='and')) == [2]
     # Decomposed accents (NFD, as macOS and PDFs give them) split words.
     Note.create(title='Cr\u00e8me br\u00fbl\u00e9e', body='dessert')
     assert ids(NoteFTS.search('cre\u0300me bru\u0302le\u0301e',

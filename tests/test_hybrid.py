@@ -231,6 +231,9 @@ def test_bad_arguments(db, models):
         hybrid_search(NoteVec, NoteFTS, text='x', weights={'text': 2})
     with pytest.raises(ValueError, match='k must be a positive'):
         hybrid_search(NoteVec, NoteFTS, text='x', k=0)
+    with pytest.raises(ValueError, match='vec_model must be a VecModel, '
+                       'got <Model: NoteFTS>'):
+        hybrid_search(NoteFTS, NoteVec, text='x')
     for name in ('k', 'depth'):       # (True is an int to Python.)
         with pytest.raises(ValueError, match='%s must be a positive' % name):
             hybrid_search(NoteVec, NoteFTS, text='x', **{name: True})

@@ -590,16 +590,37 @@ def test_misconfigurations(db, fake):
             database = db
     with pytest.raises(ImproperlyConfigured, match='integer rowid, but '
                        r'Page.slug is TextField; declare slug = '
-                       r'TextField\(primary_key=True\) on PageVec'):
+                       r'TextField\(primary_key=True\) on PageVec \(vec0 '
+                       r'keys are integers or text\)'):
         type('PageVec', (VecModel,), {
             'embedding': VectorField(768),
             'Meta': type('Meta', (), dict(database=db, embedder=embedder,
                                           content=Page, embed='slug'))})
+    with pytest.raises(ImproperlyConfigured, match="PageVec.Meta.embed "
+                       "names 'text', which Page has no field of"):
+        type('PageVec', (VecModel,), {
+            'slug': TextField(primary_key=True),
+            'embedding': VectorField(768),
+            'Meta': type('Meta', (), dict(database=db, embedder=embedder,
+                                          content=Page, embed='text'))})
     Plain = type('Plain', (VecModel,), {
         'embedding': VectorField(768),
         'Meta': type('Meta', (), dict(database=db))})
     with pytest.raises(ImproperlyConfigured, match='no Meta.embedder'):
         Plain.search('x')
+
+
+def test_search_pages_and_takes_one_row_or_none(db):
+    Note, NoteVec = declare(db, counting_embedder(), dims=8)
+    Note.insert_many([{'title': 'note %d' % i} for i in range(35)]
+                     ).execute()
+    assert NoteVec.index(Note.get_by_id(3)).updated == 1   # index(note)
+    NoteVec.index()
+    pages = [[r.rowid for r in NoteVec.search('note').paginate(p, 10)]
+             for p in (1, 2, 3, 4)]
+    assert [len(p) for p in pages] == [10, 10, 10, 5]
+    assert sorted(sum(pages, [])) == list(range(1, 36))
+    assert list(NoteVec.search(None)) == []     # A search box left empty.
 
 
 def test_local_embedder_end_to_end(db):
