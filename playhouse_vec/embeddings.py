@@ -28,6 +28,8 @@ import numpy as np
 QUERY_TASKS = ('RETRIEVAL_QUERY', 'CODE_RETRIEVAL_QUERY',
                'QUESTION_ANSWERING', 'FACT_VERIFICATION')
 DOCUMENT_TASK = 'RETRIEVAL_DOCUMENT'
+# Statuses GoogleEmbedder retries (with timeouts and dropped connections).
+RETRIED_STATUSES = (408, 429, 500, 502, 503, 504)
 
 
 class EmbeddingError(Exception):
@@ -121,6 +123,8 @@ class Embedder(object):
             raise ValueError('Unknown query task %r; use one of %s.' % (
                 task, ', '.join(self.query_tasks)))
         texts = self._check_texts(texts)
+        if not texts:
+            return np.zeros((0, self.dimensions), np.float32)
         return self._checked(self._embed(texts, task, None), len(texts))
 
     def _check_texts(self, texts):
@@ -282,9 +286,13 @@ class GoogleEmbedder(Embedder):
         except ImportError:
             raise ImportError('GoogleEmbedder needs google-genai: pip '
                               'install "playhouse_vec[google]".')
-        if not 1 <= batch_size <= 100:
-            raise ValueError('batch_size must be 1 to 100 (the Gemini API '
-                             'limit), got %r.' % (batch_size,))
+        if not isinstance(batch_size, int) or isinstance(batch_size, bool) \
+                or not 1 <= batch_size <= 100:
+            raise ValueError('batch_size must be an integer from 1 to 100 '
+                             '(the Gemini API limit), got %r.' % (batch_size,))
+        if not isinstance(timeout, (int, float)) or not timeout > 0:
+            raise ValueError('timeout must be a number of seconds, got %r.'
+                             % (timeout,))
         if not isinstance(dimensions, int) or not 128 <= dimensions <= 3072:
             raise ValueError('dimensions must be 128 to 3072 for Gemini '
                              'embedding models, got %r.' % (dimensions,))
@@ -296,9 +304,11 @@ class GoogleEmbedder(Embedder):
         self.initial_delay, self.max_delay = initial_delay, max_delay
         self.timeout = timeout
         if vertexai is None:
-            vertexai = any(os.environ.get(name, '').lower() in ('1', 'true')
-                           for name in ('GOOGLE_GENAI_USE_VERTEXAI',
-                                        'GOOGLE_GENAI_USE_ENTERPRISE'))
+            # As the SDK decides: GOOGLE_GENAI_USE_ENTERPRISE when it is
+            # set, else GOOGLE_GENAI_USE_VERTEXAI.
+            setting = os.environ.get('GOOGLE_GENAI_USE_ENTERPRISE') or \
+                os.environ.get('GOOGLE_GENAI_USE_VERTEXAI', '')
+            vertexai = setting.lower() in ('1', 'true')
         self.api_version = api_version = api_version or (
             'v1beta1' if vertexai else 'v1beta')
         self._types = types
@@ -308,7 +318,7 @@ class GoogleEmbedder(Embedder):
             retry_options=types.HttpRetryOptions(
                 attempts=retries + 1, initial_delay=initial_delay,
                 max_delay=max_delay, exp_base=2, jitter=1,
-                http_status_codes=[408, 429, 500, 502, 503, 504]))
+                http_status_codes=list(RETRIED_STATUSES)))
         try:
             # One long-lived client: it closes its connections when it is
             # garbage collected, so it must be kept.
@@ -340,19 +350,31 @@ class GoogleEmbedder(Embedder):
         batches = self._requests(texts, titles)
         result = np.zeros((len(texts), self.dimensions), np.float32)
         pool = concurrent.futures.ThreadPoolExecutor(self.concurrency)
+        # On an error (or Ctrl-C) the requests not yet sent are not sent:
+        # they would be billed, and retried, for nothing. A worker checks
+        # before each request and retry (one may pick the next batch up
+        # before the pool is shut down).
+        stop = threading.Event()
         try:
-            futures = [(indexes, pool.submit(
-                self._call, [texts[i] for i in indexes], task, title))
-                for indexes, title in batches]
-            for indexes, future in futures:
-                result[indexes] = future.result()
+            futures = dict((pool.submit(
+                self._call, [texts[i] for i in indexes], task, title, stop),
+                indexes) for indexes, title in batches)
+            # In the order they finish: the first failure stops the rest.
+            for future in concurrent.futures.as_completed(futures):
+                result[futures[future]] = future.result()
         finally:
-            # On an error (or Ctrl-C) the requests not yet sent are not
-            # sent: they would be billed, and retried, for nothing.
+            stop.set()
             pool.shutdown(wait=False, cancel_futures=True)
         return result
 
-    def _call(self, texts, task, title):
+    def _call(self, texts, task, title, stop):
+        try:
+            return self._request(texts, task, title, stop)
+        except BaseException:
+            stop.set()
+            raise
+
+    def _request(self, texts, task, title, stop):
         types = self._types
         # One Content per text: newer models merge a list of strings into
         # a single Content and return one vector for all of them.
@@ -361,6 +383,9 @@ class GoogleEmbedder(Embedder):
             task_type=task, output_dimensionality=self.dimensions,
             title=title if task == DOCUMENT_TASK else None)
         for attempt in range(self.retries + 1):
+            if stop.is_set():
+                raise EmbeddingError('Not sent: another request of the same '
+                                     'call failed.')
             try:
                 response = self.client.models.embed_content(
                     model=self.model, contents=contents, config=config)
@@ -432,8 +457,9 @@ class GoogleEmbedder(Embedder):
                     'Model %r was not found for API version %s (%s).' % (
                         self.model, self.api_version, text))
             if exc.code >= 500:
-                return EmbeddingError(
-                    'Gemini server error after %s (%s).' % (attempts, text))
+                return EmbeddingError('Gemini server error%s (%s).' % (
+                    ' after ' + attempts if exc.code in RETRIED_STATUSES
+                    else ' (not retried)', text))
             return EmbeddingModelError('Gemini rejected the request (%s).'
                                        % text)
         name = type(exc).__name__

@@ -220,7 +220,8 @@ class Indexer(object):
 
         keys = None
         if rows is not None:
-            keys = [self.stored_key(getattr(r, '_pk', r)) for r in rows]
+            keys = list(dict.fromkeys(
+                self.stored_key(getattr(r, '_pk', r)) for r in rows))
         plan = self.plan(keys)
         work, orphans, have = plan.work, plan.orphans, plan.have
         self._check_copied(work)
@@ -293,6 +294,9 @@ class Indexer(object):
                      .where(Cache.key.in_(chunk))
                      .tuples())
             found.update((k, np.frombuffer(v, np.float32)) for k, v in query)
+        # Cached vectors too: another VecModel's metric may have taken
+        # a vector this column refuses (all zeros, for cosine).
+        refused = self._refused(found, batch)
         missing = [k for k in cache_keys if k not in found]
         if missing:
             # Embed outside the transaction: a failure here writes nothing.
@@ -302,25 +306,27 @@ class Indexer(object):
                 titles=[first[k][2] for k in missing] if self.title
                 else None)
             new = dict(zip(missing, vectors))
-            refused = self._refused(new, batch)
+            refused_new = self._refused(new, batch)
             with atomic(database):
                 # Kept on its own: a failed write loses no paid-for vectors.
                 (Cache
                  .insert_many([(k, v.astype(np.float32).tobytes())
-                               for k, v in new.items() if k not in refused],
+                               for k, v in new.items()
+                               if k not in refused_new],
                               fields=[Cache.key, Cache.vector])
                  .on_conflict_ignore()
                  .execute())
-            if refused:
-                raise ValueError(
-                    '%s.index(): the embedder gave vectors %s cannot hold '
-                    'for %s; nothing of this batch was written. Make '
-                    'Meta.embed return None for rows that should have no '
-                    'vector, or use another embedder.' % (
-                        self.model.__name__, self.model.__name__,
-                        '; '.join(refused.values())))
+            refused.update(refused_new)
         else:
             new = {}
+        if refused:
+            raise ValueError(
+                '%s.index(): the embedder gave vectors %s cannot hold for '
+                '%s; nothing of this batch was written. Make Meta.embed '
+                'return None for rows that should have no vector, or use '
+                'another embedder.' % (
+                    self.model.__name__, self.model.__name__,
+                    '; '.join(refused.values())))
         stats['embedded'] += len(new)
         with atomic(database):
             # A content row deleted while the batch was embedded has lost

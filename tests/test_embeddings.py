@@ -109,6 +109,11 @@ def test_5xx_until_retries_are_exhausted(fake):
                                              'attempts.*503'):
         google(fake).embed_documents(['x'])
     assert len(fake.embed_requests) == 3
+    fake.fail(501)                     # Not a status worth retrying.
+    with pytest.raises(EmbeddingError, match=r'server error \(not '
+                                             r'retried\).*501'):
+        google(fake).embed_documents(['x'])
+    assert len(fake.embed_requests) == 4
 
 
 def test_timeouts(fake):
@@ -185,6 +190,24 @@ def test_first_failure_stops_the_requests_not_yet_sent(fake):
     assert len(fake.embed_requests) < 20
 
 
+def test_a_failure_stops_the_call_while_another_request_retries(fake):
+    # The first answer is a 400 (after 0.3 s); the other request in flight
+    # meets 429s and retries. The error comes at once (the results were
+    # awaited in order), and no batch is sent after it.
+    fake.fail(400, delay=0.3)
+    fake.fail(429, times=20)
+    start = time.time()
+    with pytest.raises(EmbeddingModelError, match='rejected the request'):
+        google(fake, batch_size=1, concurrency=2, retries=4,
+               initial_delay=0.2, max_delay=0.4).embed_documents(
+                   ['a', 'b', 'c', 'd'])
+    assert time.time() - start < 1.0
+    time.sleep(2.5)          # The request in flight ends its retries.
+    assert set(item['content']['parts'][0]['text']
+               for entry in fake.embed_requests
+               for item in entry['requests']) == {'a', 'b'}
+
+
 def test_concurrency_is_bounded(fake):
     fake.delay = 0.15
     google(fake, batch_size=10, concurrency=3).embed_documents(
@@ -194,8 +217,15 @@ def test_concurrency_is_bounded(fake):
 
 
 def test_bad_arguments(fake):
-    with pytest.raises(ValueError, match='batch_size'):
-        google(fake, batch_size=101)
+    for batch_size in (101, 50.5, True):
+        with pytest.raises(ValueError, match='batch_size must be an '
+                                             'integer'):
+            google(fake, batch_size=batch_size)
+    with pytest.raises(ValueError, match='timeout must be a number'):
+        google(fake, timeout=None)
+    assert google(fake).embed_queries([]).shape == (0, 768)
+    assert FunctionEmbedder(lambda t: [[1.0, 0.0]] * len(t), dimensions=2,
+                            model='x').embed_queries([]).shape == (0, 2)
     with pytest.raises(ValueError, match='dimensions'):
         google(fake, dimensions=4000)
     with pytest.raises(ValueError, match='dimensions'):
@@ -284,6 +314,16 @@ def test_vertex_ai_without_credentials(monkeypatch, tmp_path):
     embedder = GoogleEmbedder(retries=0, timeout=5)
     with pytest.raises(EmbeddingAuthError, match='application-default'):
         embedder.embed_query('x')
+
+
+def test_enterprise_setting_decides_as_in_the_sdk(fake, monkeypatch):
+    monkeypatch.setenv('GOOGLE_GENAI_USE_VERTEXAI', 'true')
+    monkeypatch.setenv('GOOGLE_GENAI_USE_ENTERPRISE', 'false')
+    assert google(fake).api_version == 'v1beta'
+    monkeypatch.setenv('GOOGLE_GENAI_USE_VERTEXAI', 'false')
+    monkeypatch.setenv('GOOGLE_GENAI_USE_ENTERPRISE', 'true')
+    monkeypatch.setenv('GOOGLE_API_KEY', 'test-key')
+    assert google(fake, api_key=None).api_version == 'v1beta1'
 
 
 def test_vertex_ai_from_the_environment(fake, monkeypatch):

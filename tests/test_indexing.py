@@ -269,6 +269,34 @@ def test_vectors_the_column_refuses_name_their_rows(db):
     assert NoteVec.index().embedded == 1 and NoteVec.check_index().ok
 
 
+def test_a_cached_vector_the_column_refuses_names_its_rows(db):
+    # An l2 VecModel caches an all-zero vector; a cosine one with the same
+    # embedder reads it from the cache.
+    embedder = FunctionEmbedder(lambda texts: [[float('x' in t), 0.0]
+                                               for t in texts],
+                                dimensions=2, model='zeros')
+    Note, NoteVec = declare(db, embedder, dims=2)       # cosine
+    L2Vec = type('L2Vec', (VecModel,), {
+        'embedding': VectorField(2, metric='l2'),
+        'Meta': type('Meta', (), dict(
+            database=db, content=Note, embedder=embedder,
+            embed=lambda note: note.title + '\n' + (note.body or '')))})
+    db.create_tables([L2Vec])
+    Note.create(title='nothing here')
+    assert L2Vec.index().embedded == 1
+    with pytest.raises(ValueError, match=r'NoteVec.index\(\): the '
+                       r'embedder gave vectors NoteVec cannot hold for Note '
+                       r'1 \(.*all zeros'):
+        NoteVec.index()
+
+
+def test_repeated_keys_are_indexed_once(db):
+    Note, NoteVec = declare(db, counting_embedder(), dims=8)
+    note = Note.create(title='once')
+    assert NoteVec.index([note.id] * 600).updated == 1
+    assert NoteVec.index([note] * 600).unchanged == 1
+
+
 def test_row_deleted_while_its_batch_is_embedded_stays_deleted(db):
     def embed(texts):
         Note.delete().where(Note.title == 'doomed').execute()
