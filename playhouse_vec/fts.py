@@ -137,11 +137,17 @@ class FTSModel(FTS5Model):
         columns = content._meta.columns
         for field in cls._search_fields():
             if field.column_name not in columns:
+                same = content._meta.fields.get(field.name)
+                hint = '' if same is None else (
+                    ' (%s.%s is stored in column %r: declare %s = '
+                    'SearchField(column_name=%r))' % (
+                        content.__name__, field.name, same.column_name,
+                        field.name, same.column_name))
                 raise ImproperlyConfigured(
-                    '%s.%s has no column %r in its content model %s; name '
+                    '%s.%s has no column %r in its content model %s%s; name '
                     'each SearchField after a column of %s.' % (
                         cls.__name__, field.name, field.column_name,
-                        content.__name__, content.__name__))
+                        content.__name__, hint, content.__name__))
         register_database(cls._meta.database, recursive_triggers=True)
 
     @classmethod

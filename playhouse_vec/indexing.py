@@ -158,7 +158,14 @@ class Indexer(object):
         return key, text, title, cache_key, state, values
 
     def _text(self, getter, row, option):
-        text = getter(row)
+        try:
+            text = getter(row)
+        except Exception as exc:
+            raise ValueError(
+                '%s.Meta.%s failed for %s %r: %s: %s. Nothing of its batch '
+                'was written.' % (self.model.__name__, option,
+                                  self.content.__name__, row._pk,
+                                  type(exc).__name__, exc)) from exc
         if text is None or isinstance(text, str):
             return text
         raise TypeError(

@@ -168,6 +168,21 @@ def test_search_field_must_name_a_content_column(db, models):
                 database = db
                 content = Note
 
+    class Page(Model):
+        title = TextField(column_name='heading')
+
+        class Meta:
+            database = db
+    with pytest.raises(ImproperlyConfigured, match=r"Page.title is stored "
+                       r"in column 'heading': declare title = "
+                       r"SearchField\(column_name='heading'\)"):
+        class PageFTS(FTSModel):
+            title = SearchField()
+
+            class Meta:
+                database = db
+                content = Page
+
 
 def test_content_model_needs_an_integer_key(db):
     # A text key made every content insert fail in the sync trigger.

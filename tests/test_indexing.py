@@ -242,6 +242,11 @@ def test_blank_text_is_skipped_and_odd_text_named(db):
     with pytest.raises(TypeError, match='NoteVec.Meta.embed gave int for '
                                         'Note 1; it must give a string'):
         NoteVec.index()
+    # A function that fails for one row names it.
+    NoteVec._indexer.text = lambda note: note.title + note.body
+    with pytest.raises(ValueError, match="NoteVec.Meta.embed failed for "
+                       "Note 1: TypeError: .*str.*NoneType"):
+        NoteVec.index()
 
 
 def test_vectors_the_column_refuses_name_their_rows(db):
