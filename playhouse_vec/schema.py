@@ -157,10 +157,22 @@ def fingerprint_changes(stored, current):
                if key.split('.')[0] not in IGNORED_KEYS and
                (key in old or key not in ADDED_KEYS) and
                old.get(key) != new.get(key)]
+    if new.get('kind') == 'vec0' and \
+            _vec0_columns(old.get('ddl')) == _vec0_columns(new.get('ddl')):
+        # Fields declared in another order: vec0 reads columns by name
+        # (FTS5 does not: bm25 weights and snippets go by position).
+        changes = [c for c in changes if c[0] != 'ddl']
     # The DDL differs whenever a column or option does; show it only when
     # nothing more readable explains the change.
     readable = [c for c in changes if c[0] != 'ddl']
     return readable or changes
+
+
+def _vec0_columns(sql):
+    """The column and option definitions of vec0 DDL, in any order."""
+    inside = (sql or '')[(sql or '').find('(') + 1:(sql or '').rfind(')')]
+    return sorted(' '.join(part.lower().replace('"', '').split())
+                  for part in inside.split(','))
 
 
 class DerivedSchemaManager(VirtualTableSchemaManager):

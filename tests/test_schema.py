@@ -117,6 +117,26 @@ def test_a_changed_setup_is_detected_at_start_up(app, change, message):
     assert db.execute_sql('select count(*) from note').fetchone()[0] == 40
 
 
+def test_fields_in_another_order_are_no_change(db):
+    def declare(order):
+        fields = {'embedding': VectorField(4), 'course': TextField(),
+                  'year': IntegerField()}
+        return type('Doc', (VecModel,), dict(
+            [(name, fields[name]) for name in order],
+            Meta=type('Meta', (), {'database': db, 'table_name': 'doc'})))
+    Doc = declare(['embedding', 'course', 'year'])
+    db.create_tables([Doc])
+    Doc.create(rowid=1, embedding=[1, 0, 0, 0], course='ml', year=2024)
+    Doc = declare(['year', 'course', 'embedding'])
+    db.create_tables([Doc])               # No SchemaChanged.
+    Doc.create(rowid=2, embedding=[0, 1, 0, 0], course='de', year=2025)
+    assert [(r.rowid, r.course, r.year) for r in Doc.knn(
+        [1, 0, 0, 0], k=2).where(Doc.year >= 2024)] == [
+            (1, 'ml', 2024), (2, 'de', 2025)]
+    with pytest.raises(SchemaChanged, match='ddl'):
+        db.create_tables([declare(['embedding', 'course'])])
+
+
 def test_library_upgrade_alone_is_not_a_change(app):
     db, _ = app
     fingerprint, _ = stored(db, 'notevec')
