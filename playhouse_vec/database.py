@@ -144,17 +144,19 @@ def _install(database):
             'playhouse_vec needs a SQLite database, got %s.'
             % type(database).__name__)
     check_sqlite_version(database)
-    own_journal = 'journal_mode' in set(name.lower() for name, _ in
-                                        database._pragmas)
 
     def prepare(conn, opened):
         """sqlite-vec and the library's PRAGMAs on one connection, opened
         just now or found open."""
         if opened or not _connection_has_sqlite_vec(conn):
             load_sqlite_vec(conn)
-        if not own_journal and (opened or not conn.in_transaction):
+        # (The pragmas as they are now: db.init() may set them later.)
+        own_journal = 'journal_mode' in set(name.lower() for name, _ in
+                                            database._pragmas)
+        if opened and not own_journal:
             # Readers and one writer at once, without "database is
             # locked"; Peewee's timeout=5 makes writers wait for each other.
+            # (Not on a connection found open: it may be reading.)
             conn.execute('PRAGMA journal_mode = WAL')
         recursive = getattr(database, '_vec_recursive_triggers', False)
         if recursive:

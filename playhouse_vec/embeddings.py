@@ -204,6 +204,14 @@ class FunctionEmbedder(Embedder):
                 'models apart.' % (function,))
         return '%s.%s' % (function.__module__, name)
 
+    def cache_key(self, text, task=DOCUMENT_TASK, title=None):
+        # A titled document is its titled text (vectors cached for a
+        # title while titles were ignored here are then not reused, and
+        # index() embeds those rows again).
+        if title is not None:
+            text, title = titled([text], [title])[0], None
+        return super(FunctionEmbedder, self).cache_key(text, task, title)
+
     def _embed(self, texts, task, titles):
         if task == DOCUMENT_TASK:
             return self.function(titled(texts, titles))

@@ -186,8 +186,11 @@ def _plain(node):
 
 def selects_aggregate(nodes):
     """Whether one of the selected ``nodes`` is an aggregate."""
+    # (MIN and MAX of two or more values are scalar functions.)
     return any(isinstance(node.unwrap(), Function) and
-               node.unwrap().name.upper() in AGGREGATES
+               node.unwrap().name.upper() in AGGREGATES and
+               (len(node.unwrap().arguments) == 1 or
+                node.unwrap().name.upper() not in ('MIN', 'MAX'))
                for node in nodes or ())
 
 
@@ -743,7 +746,7 @@ class KNNSelect(CompiledSelect):
         used = []
         for node in outside:
             used.extend(ref for ref in column_refs(node)
-                        if isinstance(ref, Field) and ref.model is model and
+                        if isinstance(ref, Field) and
                         ref is not model.distance and
                         not any(ref is u for u in used))
         columns = [node.alias('c%d' % i) for i, node in enumerate(nodes)

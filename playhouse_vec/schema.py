@@ -114,8 +114,14 @@ def library_models(database):
                 for model in LIBRARY_MODELS))
         connections = getattr(database, '_vec_connections', 0)
         if _checked.get(database) != connections:
-            with atomic(database):      # Done before the first read.
-                database.create_tables(models, safe=True)
+            # Read first: creating takes the write lock, which a search
+            # should not wait for.
+            tables = set(database.get_tables())
+            missing = [m for m in models
+                       if m._meta.table_name not in tables]
+            if missing:
+                with atomic(database):  # Done before the first read.
+                    database.create_tables(missing, safe=True)
             _checked[database] = getattr(database, '_vec_connections', 0)
     return models
 

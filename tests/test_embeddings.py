@@ -250,6 +250,8 @@ def test_function_embedder_adapts_any_callable():
     embedder.embed_documents(['ab', 'cd'], titles=['T', None])
     embedder.embed_query('q')
     assert calls[-2:] == [['T\nab', 'cd'], ['q']]
+    assert embedder.cache_key('ab', title='T') == \
+        embedder.cache_key('T\nab') != embedder.cache_key('ab')
     bad = FunctionEmbedder(lambda texts: [[1.0, 2.0]], dimensions=2,
                            model='one')
     with pytest.raises(EmbeddingError, match='1 vectors for 2 texts'):

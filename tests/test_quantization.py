@@ -266,6 +266,54 @@ def test_rows_trained_for_meanwhile_are_derived_again(db):
         list(range(5000, 5020))
 
 
+def test_a_new_connection_searches_while_another_writes(tmp_path):
+    # Its first search checked the library's tables inside BEGIN IMMEDIATE
+    # and waited for the writer ("database is locked" after the timeout).
+    from conftest import new_database
+    path = str(tmp_path / 'busy.db')
+
+    def declare_in(database):
+        return type('Doc', (VecModel,), {
+            'embedding': VectorField(16, quantize='bit'),
+            'Meta': type('Meta', (), {'database': database,
+                                      'table_name': 'doc'})})
+    writer = new_database(path)
+    Doc = declare_in(writer)
+    writer.create_tables([Doc])
+    rng = np.random.default_rng(0)
+    Doc.insert_many([{'embedding': v} for v in rng.random((50, 16))]
+                    ).execute()
+    writer.execute_sql('BEGIN IMMEDIATE')
+    writer.execute_sql('DELETE FROM doc WHERE rowid = 1')
+    reader = new_database(path, timeout=0.2)
+    try:
+        assert len(list(declare_in(reader).knn(rng.random(16), k=3))) == 3
+    finally:
+        reader.close()
+        writer.execute_sql('ROLLBACK')
+        writer.close()
+
+
+def test_expression_of_distance_and_a_joined_column_on_bits(db, data):
+    Doc = declare(db, quantize='bit')
+    load(Doc, data)
+
+    class Course(Model):
+        name = TextField()
+
+        class Meta:
+            database = db
+    db.create_tables([Course])
+    Course.insert_many([{'name': c} for c in 'abcd'] + [{'name': 'rare'}]
+                       ).execute()
+    rows = list(Doc.knn(data[1][0], k=3)
+                .select(Doc.rowid, Doc.distance, Course.name,
+                        (Doc.distance + fn.LENGTH(Course.name)).alias('x'))
+                .join(Course, on=(Course.name == Doc.course)))
+    assert len(rows) == 3 and all(
+        r.x == pytest.approx(r.distance + len(r.course.name)) for r in rows)
+
+
 def test_train_on_an_empty_table_forgets(db, data):
     Doc = declare(db, quantize='bit', lists=4)
     load(Doc, data)
