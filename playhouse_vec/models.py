@@ -152,7 +152,8 @@ class VecColumn(object):
 
     @property
     def nullable(self):
-        """Whether NULL may be written (an integer key is then chosen)."""
+        """Whether NULL may be written, or the column left out (an integer
+        key is then chosen)."""
         return self.role in ('auxiliary', 'rowid') or (
             self.role == 'primary key' and self.vtype == 'integer')
 
@@ -428,10 +429,7 @@ class VecTable(object):
                 continue
             if field.default is not None:
                 defaults.append((field, column, field.default))
-            elif field not in self.hidden and not (
-                    column.role in ('rowid', 'auxiliary') or (
-                        column.role == 'primary key' and
-                        column.vtype == 'integer')):
+            elif field not in self.hidden and not column.nullable:
                 raise ValueError(
                     'Missing value for %s.%s: every row of a vec0 table '
                     'needs its %s column.' % (self.model.__name__,
